@@ -1,0 +1,12 @@
+"""A wire-level simulator of the whole rig: load cell, Mark-10 gauge, Leadshine press drive, Keithley 2450.
+
+It is a peer on the wire: it imports nothing from `rig`, `drivers` or `protocols`.
+"""
+
+from hardware_sim.clock import ManualClock, SimClock
+from hardware_sim.faults import Faults
+from hardware_sim.line_timing import LineTiming
+from hardware_sim.model import Measurement, RigModel
+from hardware_sim.params import ELECTROLYTES, SimParams
+
+__all__ = ["ELECTROLYTES", "Faults", "LineTiming", "ManualClock", "Measurement", "RigModel", "SimClock", "SimParams"]
