@@ -257,8 +257,9 @@ class RigModel:
         if self._mode == "open":
             return Measurement(self.equilibrium_v(), 0.0, False)
         if self._mode == "short":
-            e_eq = self.equilibrium_v(plating=True)
-            i = -self._solve_current(e_eq, target_v=0.0, i_max=0.1, p_kpa=p, extra_r=self.params.cell.short_resistance_ohm)
+            # a 0 V source across the cell: the surface potential drives a plating current through it
+            e_eq = self.equilibrium_v()
+            i = self._solve_current(e_eq, target_v=0.0, i_max=0.1, p_kpa=p, extra_r=self.params.cell.short_resistance_ohm)
             return Measurement(0.0, i, False)
         i_set = self._i_set
         e_eq = self.equilibrium_v(plating=i_set < 0)

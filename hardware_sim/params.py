@@ -32,10 +32,10 @@ class MechanicsParams(_Strict):
     stiffness_scale: float = Field(1.0, ge=0.05, le=20.0, description="multiplies spring and stack stiffness")
     electrode_diameter_mm: float = Field(12.0, gt=0, description="working electrode diameter")
     stall_force_n: float = Field(400.0, gt=0, description="the motor stalls (loses steps) above this force")
-    creep_rate_um_per_s: float = Field(0.0075, ge=0, description="initial creep rate at the reference pressure")
+    creep_rate_um_per_s: float = Field(0.03, ge=0, description="initial creep rate at the reference pressure")
     creep_ref_pressure_kpa: float = Field(180.0, gt=0)
     creep_stress_exponent: float = Field(4.0, gt=0, description="power-law (Norton) stress exponent")
-    creep_hardening_um: float = Field(1.0, gt=0, description="strain-hardening scale of primary creep")
+    creep_hardening_um: float = Field(4.0, gt=0, description="strain-hardening scale of primary creep")
     creep_hardening_exponent: float = Field(3.0, ge=0)
 
     @property
