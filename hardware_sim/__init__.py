@@ -10,3 +10,8 @@ from hardware_sim.model import Measurement, RigModel
 from hardware_sim.params import ELECTROLYTES, SimParams
 
 __all__ = ["ELECTROLYTES", "Faults", "LineTiming", "ManualClock", "Measurement", "RigModel", "SimClock", "SimParams"]
+
+from hardware_sim.keithley2450 import Keithley2450Sim
+from hardware_sim.mark10_gauge import Mark10Gauge
+
+__all__ += ["Keithley2450Sim", "Mark10Gauge"]
