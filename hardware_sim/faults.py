@@ -69,4 +69,6 @@ MODBUS_FAULTS = frozenset({"no_reply", "delay_s", "corrupt", "modbus_exception",
 LOADCELL_FAULTS = MODBUS_FAULTS | {"overload"}
 STEPPER_FAULTS = MODBUS_FAULTS | {"lost_steps_fraction", "alarm_code"}
 GAUGE_FAULTS = frozenset({"no_reply", "delay_s", "corrupt", "stuck", "overload", "disconnect", "nan"})
-POTENTIOSTAT_FAULTS = frozenset({"no_reply", "delay_s", "corrupt", "disconnect", "compliance_trip", "scpi_error", "nan"})
+POTENTIOSTAT_FAULTS = frozenset(
+    {"no_reply", "delay_s", "corrupt", "disconnect", "compliance_trip", "scpi_error", "nan"}
+)

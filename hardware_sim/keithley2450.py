@@ -400,7 +400,9 @@ class Keithley2450Sim:
                 self.model.set_source("short")
             return
         mode = s.off_mode[s.source_function]
-        self.model.set_source("short" if mode in ("NORM", "ZERO") else "open")
+        # NORMAL output-off is a 0 V source limited to 10 % of the present current range
+        limit_a = 0.1 * max(s.current_range_a, 1e-6)
+        self.model.set_source("short" if mode in ("NORM", "ZERO") else "open", current_limit_a=limit_a)
 
     def _sync_compliance_fault(self) -> None:
         if self.faults.compliance_trip != self._forced_applied:

@@ -87,6 +87,7 @@ class RigModel:
         self._mode: SourceMode = "open"
         self._i_set = 0.0
         self._vlim = 21.0
+        self._short_limit_a = 0.1
         self._last = Measurement(voltage_v=p.cell.al_ocv_v, current_a=0.0, in_compliance=False)
         self.forced_compliance = False  # fault injection: report compliance regardless
         # load-cell sensors: one drift state per channel
@@ -259,7 +260,8 @@ class RigModel:
         if self._mode == "short":
             # a 0 V source across the cell: the surface potential drives a plating current through it
             e_eq = self.equilibrium_v()
-            i = self._solve_current(e_eq, target_v=0.0, i_max=0.1, p_kpa=p, extra_r=self.params.cell.short_resistance_ohm)
+            r_short = self.params.cell.short_resistance_ohm
+            i = self._solve_current(e_eq, target_v=0.0, i_max=self._short_limit_a, p_kpa=p, extra_r=r_short)
             return Measurement(0.0, i, False)
         i_set = self._i_set
         e_eq = self.equilibrium_v(plating=i_set < 0)
@@ -340,10 +342,17 @@ class RigModel:
                 self.na_rev_c = 0.0
                 self.cap_c = self.params.cell.exhaustion_v * self._capacitance_f() + (q - q_elec)
 
-    def set_source(self, mode: SourceMode, *, current_a: float = 0.0, voltage_limit_v: float = 21.0) -> None:
-        """Set what the potentiostat applies: a current with compliance, an open circuit, or a 0 V short."""
+    def set_source(
+        self, mode: SourceMode, *, current_a: float = 0.0, voltage_limit_v: float = 21.0, current_limit_a: float = 0.1
+    ) -> None:
+        """Set what the potentiostat applies: a current with compliance, an open circuit, or a 0 V short.
+
+        `current_limit_a` bounds the current a 0 V short may draw (a real 2450 limits its NORMAL output-off
+        state to 10 % of the present current range).
+        """
         self.advance()
         self._mode = mode
+        self._short_limit_a = abs(current_limit_a)
         self._i_set = current_a if mode == "current" else 0.0
         self._vlim = abs(voltage_limit_v)
 

@@ -165,6 +165,7 @@ class RigConfig(BaseSettings):
 def load_config(path: str | Path) -> RigConfig:
     """Load and validate a rig configuration; errors name the file and the key."""
     path = Path(path)
+    file_path: Path = path
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -175,7 +176,7 @@ def load_config(path: str | Path) -> RigConfig:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
     class _FromFile(RigConfig):
-        toml_path = path
+        toml_path = file_path
 
     try:
         cfg = _FromFile()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from hardware_sim.clock import ManualClock
@@ -149,7 +151,7 @@ def test_fixed_position_force_decays_with_creep_over_hours() -> None:
         clock.advance(3600.0)
         model.advance()
         forces.append(model.force_n)
-    assert all(b < a for a, b in zip(forces, forces[1:], strict=False))  # monotonic decay
+    assert all(b < a for a, b in itertools.pairwise(forces))  # monotonic decay
     first_hour_drop = 20.4 - forces[0]
     last_hour_drop = forces[-2] - forces[-1]
     assert first_hour_drop > 3 * last_hour_drop  # primary creep slows down
