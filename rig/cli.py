@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.console import Console
+
+from rig.clock import ExperimentClock
+from rig.config import ConfigError, load_config
 
 app = typer.Typer(help="Controller for pressure-controlled electroplating rigs.", no_args_is_help=True)
 
@@ -28,3 +35,36 @@ def sim(ctx: typer.Context) -> None:
     except KeyboardInterrupt:
         rc = 130
     raise typer.Exit(rc)
+
+
+@app.command()
+def check(
+    config: Annotated[Path, typer.Option("--config", "-c", help="rig configuration (TOML)")] = Path("rig.toml"),
+) -> None:
+    """Connect every device; print identity, one fresh reading and the safety settings read back."""
+    from rig.check import run_check
+
+    console = Console()
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    reports = asyncio.run(run_check(cfg, clock=ExperimentClock(speed=cfg.clock.speed)))
+    console.print(f"[bold]rig check[/bold]: {cfg.rig.name} ({config})")
+    for rep in reports:
+        result = "[green]OK[/green]" if rep.ok else "[red]FAILED[/red]"
+        console.print(f"\n[bold]{rep.device}[/bold]  {result}  {rep.identity}")
+        if rep.reading:
+            console.print(f"  reading  {rep.reading}")
+        for key, value in rep.safety.items():
+            console.print(f"  {key} = {value}")
+        if rep.error:
+            console.print(f"  [red]{rep.error}[/red]")
+    console.print()
+    failed = [r for r in reports if not r.ok]
+    for rep in failed:
+        console.print(f"[red]FAILED {rep.device}: {rep.error}[/red]")
+    if failed:
+        raise typer.Exit(1)
+    console.print("[green]all devices OK[/green]")
