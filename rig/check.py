@@ -60,7 +60,9 @@ async def _check_potentiostat(devs: RigDevices) -> DeviceReport:
     rep.identity = f"{ident.vendor} {ident.model} sn {ident.serial} fw {ident.firmware}"
     safety = await pot.verify_safe(cfg.voltage_limit_v)
     # open-circuit voltage: 0 A with the output on is a voltmeter; HIMP was verified first
-    await pot.configure_galvanostatic(GalvanostaticConfig(current_a=0.0, voltage_limit_v=cfg.voltage_limit_v, nplc=cfg.nplc))
+    await pot.configure_galvanostatic(
+        GalvanostaticConfig(current_a=0.0, voltage_limit_v=cfg.voltage_limit_v, nplc=cfg.nplc)
+    )
     await pot.output(True)
     try:
         reading = await pot.read()

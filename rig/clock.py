@@ -13,7 +13,9 @@ from collections.abc import Callable
 class ExperimentClock:
     """Monotonic experiment seconds at `speed` × wall time; `offset_s` continues a resumed run's test time."""
 
-    def __init__(self, speed: float = 1.0, *, offset_s: float = 0.0, wall: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, speed: float = 1.0, *, offset_s: float = 0.0, wall: Callable[[], float] = time.monotonic
+    ) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self._wall = wall
