@@ -39,6 +39,9 @@ def serve(
     ),
     control_port: Annotated[int, typer.Option(help="TCP port of the control port (0 = any free port)")] = 0,
     ready_file: Annotated[Path | None, typer.Option(help="write the endpoints as JSON here once listening")] = None,
+    pressure_pin_kpa: Annotated[
+        float | None, typer.Option(help="an ideal press: hold the stack at exactly this pressure (no controller)")
+    ] = None,
 ) -> None:
     """Start the simulated rig and serve until interrupted."""
     if ctx.invoked_subcommand is not None:
@@ -64,14 +67,18 @@ def serve(
             config_out=config_out,
             control_port=control_port,
             ready_file=ready_file,
+            pin_pressure_kpa=pressure_pin_kpa,
         )
     )
 
 
-async def _serve(params: SimParams, *, config_out: Path, ready_file: Path | None, **kwargs: Any) -> None:
+async def _serve(
+    params: SimParams, *, config_out: Path, ready_file: Path | None, pin_pressure_kpa: float | None, **kwargs: Any
+) -> None:
     from hardware_sim.rig import SimulatedRig
 
     rig = SimulatedRig(params=params, **kwargs)
+    rig.model.pin_pressure_kpa = pin_pressure_kpa
     await rig.start()
     try:
         rig.write_config(config_out)
