@@ -25,15 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers.interfaces import GalvanostaticConfig  # noqa: E402
-from hardware_sim.clock import ManualClock  # noqa: E402
-from hardware_sim.control_port import control_request  # noqa: E402
-from hardware_sim.model import RigModel  # noqa: E402
-from hardware_sim.params import C_PER_MAH, SimParams  # noqa: E402
-from rig.clock import ExperimentClock  # noqa: E402
-from rig.config import load_config  # noqa: E402
-from rig.devices import build_devices  # noqa: E402
-from tests.sim.sim_process import sim_process  # noqa: E402
+from drivers.interfaces import GalvanostaticConfig
+from hardware_sim.clock import ManualClock
+from hardware_sim.control_port import control_request
+from hardware_sim.model import RigModel
+from hardware_sim.params import C_PER_MAH, SimParams
+from rig.clock import ExperimentClock
+from rig.config import load_config
+from rig.devices import build_devices
+from tests.sim.sim_process import sim_process
 
 J_A_CM2 = 0.5e-3
 Q_AREAL_C_CM2 = 1.0 * C_PER_MAH
