@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -29,12 +28,9 @@ def _main() -> None:
 )
 def sim(ctx: typer.Context) -> None:
     """Start the simulated rig in its own process (all options go to `python -m hardware_sim`; try --help)."""
-    cmd = [sys.executable, "-m", "hardware_sim", *ctx.args]
-    try:
-        rc = subprocess.call(cmd, env=os.environ.copy())
-    except KeyboardInterrupt:
-        rc = 130
-    raise typer.Exit(rc)
+    # replace this process, so signals (Ctrl-C, SIGTERM from a supervisor) reach the simulator itself
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "hardware_sim", *ctx.args])
 
 
 @app.command()

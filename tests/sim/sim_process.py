@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -27,12 +28,21 @@ class SimProcess:
 
 
 @contextlib.contextmanager
-def sim_process(tmp: Path, *args: str, start_timeout_s: float = 30.0) -> Iterator[SimProcess]:
-    """Run `python -m hardware_sim ARGS` until the block ends; yields once its endpoints are listening."""
+def sim_process(
+    tmp: Path, *args: str, start_timeout_s: float = 30.0, launcher: str = "module"
+) -> Iterator[SimProcess]:
+    """Run `python -m hardware_sim ARGS` (or `rig sim ARGS`) until the block ends; yields once it listens."""
     ready = tmp / "sim-ready.json"
     config = tmp / "sim-rig.toml"
     log = (tmp / "sim.log").open("w")
-    cmd = [sys.executable, "-m", "hardware_sim", *args, "--config-out", str(config), "--ready-file", str(ready)]
+    if launcher == "rig":
+        rig = shutil.which("rig")
+        if rig is None:
+            raise RuntimeError("the 'rig' command is not installed (pip install -e .)")
+        head = [rig, "sim"]
+    else:
+        head = [sys.executable, "-m", "hardware_sim"]
+    cmd = [*head, *args, "--config-out", str(config), "--ready-file", str(ready)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + start_timeout_s

@@ -58,7 +58,7 @@ async def _modbus_move_press(url: str, pulses: int) -> None:
 
 
 def test_plain_clients_reach_every_device_of_the_running_simulator(tmp_path: Path) -> None:
-    with sim_process(tmp_path, "--speed", "20") as sim:
+    with sim_process(tmp_path, "--speed", "20", launcher="rig") as sim:
         rs485 = sim.endpoints["rs485"]
         assert rs485.startswith("socket://127.0.0.1:")
         # close the press onto the stack with plain Modbus writes, until it bears a few newtons
