@@ -12,6 +12,11 @@ from hardware_sim.params import ELECTROLYTES, SimParams
 __all__ = ["ELECTROLYTES", "Faults", "LineTiming", "ManualClock", "Measurement", "RigModel", "SimClock", "SimParams"]
 
 from hardware_sim.keithley2450 import Keithley2450Sim
+from hardware_sim.leadshine_drive import LeadshineDrive
+from hardware_sim.loadcell_transmitter import LoadCellTransmitter
 from hardware_sim.mark10_gauge import Mark10Gauge
+from hardware_sim.rtu_line import ModbusError, RtuLineServer
 
 __all__ += ["Keithley2450Sim", "Mark10Gauge"]
+
+__all__ += ["LeadshineDrive", "LoadCellTransmitter", "ModbusError", "RtuLineServer"]
