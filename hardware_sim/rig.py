@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hardware_sim.clock import SimClock
 from hardware_sim.control_port import ControlPort
@@ -16,6 +16,10 @@ from hardware_sim.mark10_gauge import Mark10Gauge
 from hardware_sim.model import RigModel
 from hardware_sim.params import SimParams
 from hardware_sim.rtu_line import RtuLineServer
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
 
 LOADCELL_ID = 1
 STEPPER_ID = 2
@@ -91,7 +95,8 @@ class SimulatedRig:
 
     async def close(self) -> None:
         """Close every endpoint."""
-        for server in (self.control, self.potentiostat, self.gauge, *self.lines.values()):
+        servers: list[_Closable] = [self.control, self.potentiostat, self.gauge, *self.lines.values()]
+        for server in servers:
             await server.close()
         self._started = False
 
