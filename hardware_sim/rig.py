@@ -17,6 +17,7 @@ from hardware_sim.model import RigModel
 from hardware_sim.params import SimParams
 from hardware_sim.rtu_line import RtuLineServer
 
+
 class _Closable(Protocol):
     async def close(self) -> None: ...
 
