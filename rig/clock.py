@@ -36,3 +36,8 @@ class ExperimentClock:
         import asyncio
 
         await asyncio.sleep(max(0.0, experiment_s) / self.speed)
+
+
+def unix_now() -> float:
+    """Wall-clock Unix time, for the `Unix Time / s` column only (never for durations)."""
+    return time.time()
