@@ -100,7 +100,7 @@ async def test_a_corrupt_file_is_reported_and_left_untouched(tmp_path: Path) -> 
     before = db.read_bytes()
     store2 = RunStore(db)
     try:
-        with pytest.raises(StoreError, match="integrity|malformed|cannot open"):
+        with pytest.raises(StoreError, match=r"integrity|malformed|cannot open"):
             await store2.open()
     finally:
         await store2.close()
