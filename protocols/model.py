@@ -1,0 +1,478 @@
+"""The protocol language: a header, the cell, and steps of six kinds. Pydantic models, values held in SI.
+
+A step is written as a one-key mapping naming its kind:
+
+    steps:
+      - pressure: {target: 180 kPa, rate: 30 kPa/min, tolerance: 2 kPa, settle: 2 min}
+      - rest: {duration: 10 min}
+      - plate: {current_density: 0.5 mA/cm^2, capacity: 1 mAh/cm^2, voltage_limit: 1 V}
+      - strip: {current_density: 0.5 mA/cm^2, cutoff: 1 V, capacity_limit: 1.1 mAh/cm^2}
+      - repeat: {count: 10, steps: [...]}
+
+YAML keys are the operator's words (`target`, `duration`); Python attributes carry their SI unit (`target_pa`,
+`duration_s`). Currents and voltage limits are written as positive magnitudes; the sign convention (plating
+current negative, stripping positive) is applied by the plan (`protocols/plan.py`, ADR 0012). Unknown fields,
+zero or negative durations, currents and capacities are rejected. `parse_protocol` reports every problem with its
+`FILE:LINE:COL`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from protocols.errors import ProtocolError, ProtocolIssue, SourceMark
+from protocols.units import Kind, UnitError, parse_quantity
+from protocols.yaml_loader import Path, YamlDocument
+
+__all__ = [
+    "MAX_DURATION_S",
+    "MAX_REPEAT_COUNT",
+    "STEP_KINDS",
+    "Capacity",
+    "Cell",
+    "HoldStep",
+    "OnResume",
+    "PlateStep",
+    "PressureStep",
+    "Protocol",
+    "RepeatStep",
+    "RestStep",
+    "Step",
+    "StripStep",
+    "parse_protocol",
+]
+
+#: What a step does when an interrupted run resumes: finish what is left, start the step again, or stop the run.
+OnResume = Literal["continue", "restart", "abort"]
+
+STEP_KINDS = ("pressure", "rest", "plate", "strip", "hold", "repeat")
+MAX_DURATION_S = 366 * 86400.0
+MAX_REPEAT_COUNT = 10_000
+_MAX_TEXT = 2000
+_NOWHERE = SourceMark("<unknown>", 1, 1)
+
+
+# --- value types ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """A capacity as written: areal (C/m², `1 mAh/cm^2`) or absolute (C, `1.13 mAh`)."""
+
+    si: float
+    areal: bool
+    text: str
+
+    def coulombs(self, area_m2: float) -> float:
+        """The charge in coulombs for an electrode of `area_m2`."""
+        return self.si * area_m2 if self.areal else self.si
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}` (a yes/no)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"`{value}`"
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        if len(value) > _MAX_TEXT:
+            raise ValueError(f"text is too long ({len(value)} characters, at most {_MAX_TEXT})")
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f'expected text, got the number {value}; put it in quotes: "{value}"')
+    raise ValueError(f"expected text, got {_describe(value)}")
+
+
+def _name(value: object) -> str:
+    text = _text(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+_ELECTROLYTES = {"dme": "dme", "ec-dmc": "ec-dmc", "ec:dmc": "ec-dmc", "ec/dmc": "ec-dmc", "ec_dmc": "ec-dmc"}
+
+
+def _electrolyte(value: object) -> str:
+    text = _name(value)
+    return _ELECTROLYTES.get(text.lower().replace(" ", ""), text)
+
+
+def _quantity(*kinds: Kind, sign_hint: str = "", upper_si: float | None = None) -> BeforeValidator:
+    """A validator parsing text in `kinds`, requiring a positive value; returns SI (or a `Capacity`)."""
+
+    def check(value: object) -> Any:
+        try:
+            q = parse_quantity(value, *kinds)
+        except UnitError as exc:
+            raise ValueError(str(exc)) from None
+        if q.si <= 0:
+            hint = f"; {sign_hint}" if sign_hint and q.si < 0 else ""
+            raise ValueError(f"`{q.text}` must be greater than zero{hint}")
+        if upper_si is not None and q.si > upper_si:
+            raise ValueError(f"`{q.text}` is implausibly large; is the unit right?")
+        if kinds == (Kind.AREAL_CHARGE, Kind.CHARGE):
+            return Capacity(si=q.si, areal=q.kind is Kind.AREAL_CHARGE, text=q.text)
+        return q.si
+
+    return BeforeValidator(check)
+
+
+_CURRENT_HINT = "write the magnitude: the sign follows from plate or strip"
+_VOLTAGE_HINT = "write the magnitude: a plating limit applies below 0 V, a strip cut-off above (ADR 0012)"
+
+Text = Annotated[str, BeforeValidator(_text)]
+Name = Annotated[str, BeforeValidator(_name)]
+Electrolyte = Annotated[str, BeforeValidator(_electrolyte)]
+Pressure = Annotated[float, _quantity(Kind.PRESSURE)]
+PressureRate = Annotated[float, _quantity(Kind.PRESSURE_RATE)]
+Duration = Annotated[float, _quantity(Kind.DURATION, upper_si=MAX_DURATION_S)]
+Current = Annotated[float, _quantity(Kind.CURRENT, sign_hint=_CURRENT_HINT)]
+CurrentDensity = Annotated[float, _quantity(Kind.CURRENT_DENSITY, sign_hint=_CURRENT_HINT)]
+Voltage = Annotated[float, _quantity(Kind.VOLTAGE, sign_hint=_VOLTAGE_HINT)]
+Length = Annotated[float, _quantity(Kind.LENGTH)]
+Area = Annotated[float, _quantity(Kind.AREA)]
+CapacityValue = Annotated[Capacity, _quantity(Kind.AREAL_CHARGE, Kind.CHARGE)]
+
+
+def _on_resume(value: object) -> str:
+    if value in ("continue", "restart", "abort"):
+        return str(value)
+    raise ValueError(f"must be continue, restart or abort; got {_describe(value)}")
+
+
+OnResumeField = Annotated[OnResume, BeforeValidator(_on_resume)]
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number of repetitions, got {_describe(value)}")
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    if value > MAX_REPEAT_COUNT:
+        raise ValueError(f"must be at most {MAX_REPEAT_COUNT}, got {value}")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_count)]
+
+
+# --- models -----------------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+class Cell(_Strict):
+    """The cell under test: id, electrolyte, electrodes and the working electrode's size (area OR diameter)."""
+
+    id: Name
+    electrolyte: Electrolyte = Field(description="`dme`, `ec-dmc`, or free text")
+    working_electrode: Name
+    counter_electrode: Name = "Na metal"
+    separator: Text = ""
+    area_m2: Area | None = Field(None, alias="area")
+    diameter_m: Length | None = Field(None, alias="diameter")
+
+    @model_validator(mode="after")
+    def _one_size(self) -> Cell:
+        if (self.area_m2 is None) == (self.diameter_m is None):
+            raise ValueError("give the working electrode's `area` (e.g. `1.131 cm^2`) or its `diameter` (e.g. `12 mm`)")
+        return self
+
+    @property
+    def electrode_area_m2(self) -> float:
+        """The working electrode's area in m²."""
+        if self.area_m2 is not None:
+            return self.area_m2
+        assert self.diameter_m is not None
+        return 3.141592653589793 * (self.diameter_m / 2.0) ** 2
+
+
+class _StepBase(_Strict):
+    label: Text = ""
+    _source: SourceMark = PrivateAttr(default=_NOWHERE)
+
+    @property
+    def source(self) -> SourceMark:
+        """Where the step was written."""
+        return self._source
+
+
+class PressureStep(_StepBase):
+    """Set (no `rate`) or ramp to a pressure, then wait until it has stayed within `tolerance` for `settle`."""
+
+    kind: Literal["pressure"] = "pressure"
+    target_pa: Pressure = Field(alias="target")
+    rate_pa_s: PressureRate | None = Field(None, alias="rate")
+    tolerance_pa: Pressure = Field(2000.0, alias="tolerance")
+    settle_s: Duration = Field(60.0, alias="settle")
+    timeout_s: Duration | None = Field(None, alias="timeout")
+    on_resume: OnResumeField = "restart"
+
+
+class RestStep(_StepBase):
+    """Open circuit for a duration, recording the OCV."""
+
+    kind: Literal["rest"] = "rest"
+    duration_s: Duration = Field(alias="duration")
+    pressure_pa: Pressure | None = Field(None, alias="pressure")
+    on_resume: OnResumeField = "restart"
+
+
+class HoldStep(_StepBase):
+    """Keep the pressure for a duration, no current (output off)."""
+
+    kind: Literal["hold"] = "hold"
+    duration_s: Duration = Field(alias="duration")
+    pressure_pa: Pressure | None = Field(None, alias="pressure")
+    on_resume: OnResumeField = "continue"
+
+
+class _Galvanostatic(_StepBase):
+    current_density_a_m2: CurrentDensity | None = Field(None, alias="current_density")
+    current_a: Current | None = Field(None, alias="current")
+    pressure_pa: Pressure | None = Field(None, alias="pressure")
+
+    def magnitude_a(self, area_m2: float) -> float:
+        """The current's magnitude in A for an electrode of `area_m2`."""
+        if self.current_a is not None:
+            return self.current_a
+        assert self.current_density_a_m2 is not None
+        return self.current_density_a_m2 * area_m2
+
+    def _one_current(self) -> None:
+        if (self.current_a is None) == (self.current_density_a_m2 is None):
+            raise ValueError("give exactly one of `current_density` (e.g. `0.5 mA/cm^2`) or `current` (e.g. `0.5 mA`)")
+
+
+class PlateStep(_Galvanostatic):
+    """Galvanostatic plating until a capacity (areal or absolute) or for a duration; `voltage_limit` is a safeguard."""
+
+    kind: Literal["plate"] = "plate"
+    capacity: CapacityValue | None = None
+    duration_s: Duration | None = Field(None, alias="duration")
+    voltage_limit_v: Voltage = Field(1.0, alias="voltage_limit")
+    on_resume: OnResumeField = "continue"
+
+    @model_validator(mode="after")
+    def _ends(self) -> PlateStep:
+        self._one_current()
+        if (self.capacity is None) == (self.duration_s is None):
+            raise ValueError("give exactly one of `capacity` (e.g. `1 mAh/cm^2`) or `duration` (e.g. `2 h`)")
+        return self
+
+    @field_validator("on_resume")
+    @classmethod
+    def _no_restart(cls, value: OnResume) -> OnResume:
+        if value == "restart":
+            raise ValueError("a plate cannot restart (it would plate its charge again): use continue or abort")
+        return value
+
+
+class StripStep(_Galvanostatic):
+    """Galvanostatic stripping until the `cutoff` voltage; `capacity_limit` is a safeguard."""
+
+    kind: Literal["strip"] = "strip"
+    cutoff_v: Voltage = Field(alias="cutoff")
+    capacity_limit: CapacityValue | None = None
+    on_resume: OnResumeField = "continue"
+
+    @model_validator(mode="after")
+    def _current(self) -> StripStep:
+        self._one_current()
+        return self
+
+
+def _unwrap_step(value: object) -> object:
+    """`{plate: {...}}` becomes `{kind: plate, ...}` for the discriminated union; malformed steps say why."""
+    kinds = ", ".join(STEP_KINDS)
+    if not isinstance(value, dict):
+        raise ValueError(f"a step is a one-key mapping naming its kind ({kinds}), e.g. `- rest: {{duration: 10 min}}`")
+    if len(value) != 1:
+        keys = ", ".join(f"`{k}`" for k in value) or "nothing"
+        raise ValueError(
+            f"a step has exactly one key naming its kind ({kinds}); got {keys}: indent the step's fields under its kind"
+        )
+    ((kind, body),) = value.items()
+    if kind not in STEP_KINDS:
+        close = difflib.get_close_matches(str(kind), STEP_KINDS, n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        raise ValueError(f"unknown step kind `{kind}`: expected one of {kinds}{hint}")
+    if not isinstance(body, dict):
+        raise ValueError(f"the fields of a `{kind}` step go in a mapping under it, e.g. `{_EXAMPLES[kind]}`")
+    if "kind" in body:
+        raise ValueError(f"unknown field `kind` in a `{kind}` step")
+    return {"kind": kind, **body}
+
+
+_EXAMPLES = {
+    "pressure": "pressure: {target: 180 kPa, settle: 2 min}",
+    "rest": "rest: {duration: 10 min}",
+    "plate": "plate: {current_density: 0.5 mA/cm^2, capacity: 1 mAh/cm^2}",
+    "strip": "strip: {current_density: 0.5 mA/cm^2, cutoff: 1 V}",
+    "hold": "hold: {duration: 1 h}",
+    "repeat": "repeat: {count: 10, steps: [...]}",
+}
+
+
+def _step_list(value: object) -> object:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of steps, got {_describe(value)}")
+    if not value:
+        raise ValueError("needs at least one step")
+    return value
+
+
+Steps = Annotated[tuple["Step", ...], BeforeValidator(_step_list)]
+
+
+class RepeatStep(_StepBase):
+    """A body of steps done `count` times; each pass is one cycle when the body plates and strips."""
+
+    kind: Literal["repeat"] = "repeat"
+    count: Count
+    steps: Steps
+
+
+Step = Annotated[
+    Annotated[
+        PressureStep | RestStep | PlateStep | StripStep | HoldStep | RepeatStep,
+        Field(discriminator="kind"),
+    ],
+    BeforeValidator(_unwrap_step),
+]
+
+
+class Protocol(_Strict):
+    """A whole protocol: header, cell and steps."""
+
+    name: Name
+    description: Text = ""
+    operator: Text = ""
+    cell: Cell
+    steps: Steps
+    _filename: str = PrivateAttr(default="<unknown>")
+
+    @property
+    def filename(self) -> str:
+        """The file the protocol was read from (as named by the caller)."""
+        return self._filename
+
+
+RepeatStep.model_rebuild()
+Protocol.model_rebuild()
+
+_MODELS: dict[str, type[BaseModel]] = {
+    "pressure": PressureStep,
+    "rest": RestStep,
+    "plate": PlateStep,
+    "strip": StripStep,
+    "hold": HoldStep,
+    "repeat": RepeatStep,
+}
+
+
+# --- from YAML, with marks --------------------------------------------------------------------------------------
+
+
+def _model_at(loc: Path) -> tuple[type[BaseModel], str]:
+    """The model that holds the mapping at `loc`, and how to name it in a message."""
+    if not loc:
+        return Protocol, "the protocol"
+    if loc == ("cell",):
+        return Cell, "the cell"
+    last = loc[-1]
+    if isinstance(last, str) and last in _MODELS and len(loc) >= 2 and isinstance(loc[-2], int):
+        return _MODELS[last], f"a `{last}` step"
+    return Protocol, "the protocol"
+
+
+def _fields(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items() if name != "kind"]
+
+
+def _value_at(data: Any, loc: Path) -> Any:
+    for part in loc:
+        if isinstance(part, int) and isinstance(data, list) and 0 <= part < len(data):
+            data = data[part]
+        elif isinstance(part, str) and isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _message(err: ErrorDetails, loc: Path) -> tuple[str, bool]:
+    """A message for one pydantic error, and whether it should point at the key rather than the value."""
+    kind = err["type"]
+    field = loc[-1] if loc and isinstance(loc[-1], str) else None
+    model, where = _model_at(loc[:-1])
+    if kind == "extra_forbidden" and field is not None:
+        allowed = _fields(model)
+        close = difflib.get_close_matches(field, allowed, n=1)
+        hint = f"did you mean `{close[0]}`? " if close else ""
+        return f"unknown field `{field}` in {where}: {hint}({where} takes {', '.join(allowed)})", True
+    if kind == "missing" and field is not None:
+        return f"{where} needs `{field}`", True
+    if kind == "value_error":
+        ctx = err.get("ctx") or {}
+        text = str(ctx.get("error", err["msg"]))
+    elif kind in ("model_type", "model_attributes_type", "dataclass_type"):
+        text = f"expected a mapping of fields, got {_describe(err.get('input'))}"
+    elif kind in ("tuple_type", "list_type"):
+        text = f"expected a list of steps, got {_describe(err.get('input'))}"
+    elif kind == "too_short":
+        text = "needs at least one step"
+    else:
+        text = err["msg"]
+    if field is not None and not (loc[-1] in _MODELS and len(loc) >= 2 and isinstance(loc[-2], int)):
+        return f"`{field}`: {text}", False
+    return text, False
+
+
+def parse_protocol(doc: YamlDocument) -> Protocol:
+    """Validate loaded YAML as a protocol; raises `ProtocolError` with every problem, each at its line and column."""
+    try:
+        protocol = Protocol.model_validate(doc.data)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors(include_url=False):
+            loc: Path = tuple(err["loc"])  # the YAML path: a step's kind is the discriminator's part of it
+            message, at_key = _message(err, loc)
+            value = _value_at(doc.data, loc)
+            at_key = at_key or isinstance(value, (dict, list))
+            issues.append(ProtocolIssue(doc.mark(loc, prefer_key=at_key), message))
+        raise ProtocolError(issues) from None
+    protocol._filename = doc.filename
+    _attach_sources(protocol.steps, ("steps",), doc)
+    return protocol
+
+
+def _attach_sources(steps: tuple[Step, ...], path: Path, doc: YamlDocument) -> None:
+    for i, step in enumerate(steps):
+        step._source = doc.mark((*path, i))
+        if isinstance(step, RepeatStep):
+            _attach_sources(step.steps, (*path, i, "repeat", "steps"), doc)

@@ -1,0 +1,187 @@
+"""Validation before anything moves: text → loaded YAML → protocol → limits checked → `Plan`.
+
+`validate_protocol(text, filename, limits)` is the one entry point for the engine and for `rig validate`. It raises
+`ProtocolError` listing every problem found, each `FILE:LINE:COL: message`, or returns the `Plan`. Nothing here
+reads files or touches hardware: the caller passes the text and the rig's limits as plain values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.errors import ProtocolError, ProtocolIssue
+from protocols.model import (
+    MAX_DURATION_S,
+    Capacity,
+    HoldStep,
+    PlateStep,
+    PressureStep,
+    Protocol,
+    RepeatStep,
+    RestStep,
+    Step,
+    StripStep,
+    parse_protocol,
+)
+from protocols.plan import Plan, build_plan
+from protocols.yaml_loader import Path, YamlDocument, load_yaml
+
+__all__ = ["KEITHLEY_2450_MAX_CURRENT_A", "RigLimits", "check_limits", "load_protocol", "validate_protocol"]
+
+#: The Keithley 2450 sources at most ±1.05 A (its 1 A range).
+KEITHLEY_2450_MAX_CURRENT_A = 1.05
+
+
+@dataclass(frozen=True, kw_only=True)
+class RigLimits:
+    """What the rig can do, as plain values. The defaults are those of a rig configuration that says nothing.
+
+    - pressure: `rig.min_pressure_kpa` / `rig.max_pressure_kpa` (10–250 kPa);
+    - current magnitude: up to what the potentiostat sources (1.05 A for the 2450), down to 1 nA;
+    - voltage: a strip cut-off or a plate limit must lie inside the potentiostat's compliance
+      (`potentiostat.voltage_limit_v`, 3 V), which is only the hardware backstop;
+    - electrode area: when the rig names one, the protocol's cell must match it within 2 % (pressure is force / area).
+    """
+
+    min_pressure_pa: float = 10e3
+    max_pressure_pa: float = 250e3
+    max_current_a: float = KEITHLEY_2450_MAX_CURRENT_A
+    min_current_a: float = 1e-9
+    voltage_compliance_v: float = 3.0
+    electrode_area_m2: float | None = None
+    area_tolerance: float = 0.02
+
+
+def _si(value: float, unit: str) -> str:
+    """A value with an SI prefix, e.g. `565 µA`."""
+    magnitude = abs(value)
+    for factor, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")):
+        if magnitude >= factor or factor == 1e-9:
+            return f"{value / factor:.4g} {prefix}{unit}"
+    return f"{value:.4g} {unit}"  # pragma: no cover
+
+
+class _Checker:
+    def __init__(self, protocol: Protocol, doc: YamlDocument, limits: RigLimits) -> None:
+        self.doc = doc
+        self.limits = limits
+        self.area_m2 = protocol.cell.electrode_area_m2
+        self.issues: list[ProtocolIssue] = []
+
+    def issue(self, path: Path, field: str | None, message: str) -> None:
+        at = (*path, field) if field is not None and (*path, field) in self.doc.value_marks else path
+        self.issues.append(ProtocolIssue(self.doc.mark(at, prefer_key=at == path), message))
+
+    def pressure(self, path: Path, field: str, value_pa: float | None) -> None:
+        lo, hi = self.limits.min_pressure_pa, self.limits.max_pressure_pa
+        if value_pa is not None and not lo <= value_pa <= hi:
+            self.issue(
+                path,
+                field,
+                f"`{field}`: {value_pa / 1e3:.4g} kPa is outside the rig's pressure range "
+                f"{lo / 1e3:g}–{hi / 1e3:g} kPa",
+            )
+
+    def current(self, path: Path, step: PlateStep | StripStep) -> float:
+        field = "current" if step.current_a is not None else "current_density"
+        amps = step.magnitude_a(self.area_m2)
+        on_area = f" on {self.area_m2 * 1e4:.4g} cm²" if field == "current_density" else ""
+        if amps > self.limits.max_current_a:
+            self.issue(
+                path,
+                field,
+                f"`{field}`: {_si(amps, 'A')}{on_area} is more than the potentiostat sources "
+                f"({_si(self.limits.max_current_a, 'A')})",
+            )
+        elif amps < self.limits.min_current_a:
+            self.issue(
+                path,
+                field,
+                f"`{field}`: {_si(amps, 'A')}{on_area} is below what the potentiostat can source "
+                f"({_si(self.limits.min_current_a, 'A')})",
+            )
+        return amps
+
+    def voltage(self, path: Path, field: str, value_v: float, what: str) -> None:
+        compliance = self.limits.voltage_compliance_v
+        if value_v >= compliance:
+            self.issue(
+                path,
+                field,
+                f"`{field}`: {what} of {value_v:g} V is not inside the potentiostat's voltage compliance of "
+                f"{compliance:g} V: the hardware limit would act first",
+            )
+
+    def duration(self, path: Path, field: str, charge: Capacity, amps: float, what: str) -> None:
+        if amps <= 0:
+            return
+        seconds = charge.coulombs(self.area_m2) / amps
+        if seconds > MAX_DURATION_S:
+            self.issue(
+                path,
+                field,
+                f"`{field}`: {what} `{charge.text}` at {_si(amps, 'A')} would take {seconds / 86400:.4g} days; "
+                "is the unit right?",
+            )
+
+    def steps(self, steps: tuple[Step, ...], base: Path) -> None:
+        for i, step in enumerate(steps):
+            path: Path = (*base, i, step.kind)
+            if isinstance(step, RepeatStep):
+                self.steps(step.steps, (*path, "steps"))
+            elif isinstance(step, PressureStep):
+                self.pressure(path, "target", step.target_pa)
+            else:
+                self.pressure(path, "pressure", step.pressure_pa)
+                if isinstance(step, PlateStep):
+                    amps = self.current(path, step)
+                    self.voltage(path, "voltage_limit", step.voltage_limit_v, "the plating voltage limit")
+                    if step.capacity is not None:
+                        self.duration(path, "capacity", step.capacity, amps, "plating")
+                elif isinstance(step, StripStep):
+                    amps = self.current(path, step)
+                    self.voltage(path, "cutoff", step.cutoff_v, "the cut-off")
+                    if step.capacity_limit is not None:
+                        self.duration(path, "capacity_limit", step.capacity_limit, amps, "stripping")
+                else:
+                    assert isinstance(step, (RestStep, HoldStep))
+
+    def cell(self, protocol: Protocol) -> None:
+        rig_area = self.limits.electrode_area_m2
+        if rig_area is None or rig_area <= 0:
+            return
+        if abs(self.area_m2 - rig_area) > self.limits.area_tolerance * rig_area:
+            field = "diameter" if protocol.cell.diameter_m is not None else "area"
+            self.issue(
+                ("cell",),
+                field,
+                f"`{field}`: the cell's electrode ({self.area_m2 * 1e4:.4g} cm²) is not the rig's "
+                f"({rig_area * 1e4:.4g} cm²): the pressure would be wrong",
+            )
+
+
+def check_limits(protocol: Protocol, doc: YamlDocument, limits: RigLimits) -> list[ProtocolIssue]:
+    """Every place where `protocol` asks more than the rig can do, at the line and column of the value."""
+    checker = _Checker(protocol, doc, limits)
+    checker.cell(protocol)
+    checker.steps(protocol.steps, ("steps",))
+    return checker.issues
+
+
+def load_protocol(text: str, filename: str) -> tuple[Protocol, YamlDocument]:
+    """Load and parse protocol text (no rig limits); raises `ProtocolError`."""
+    doc = load_yaml(text, filename)
+    return parse_protocol(doc), doc
+
+
+def validate_protocol(text: str, filename: str, limits: RigLimits | None = None) -> Plan:
+    """Validate protocol text against the rig's limits and plan it; raises `ProtocolError` listing every problem."""
+    protocol, doc = load_protocol(text, filename)
+    issues = check_limits(protocol, doc, limits or RigLimits())
+    try:
+        plan = build_plan(protocol)
+    except ProtocolError as exc:
+        issues.extend(exc.issues)
+    if issues:
+        raise ProtocolError(issues)
+    return plan

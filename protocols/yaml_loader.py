@@ -1,0 +1,194 @@
+"""Safe YAML loading that keeps the line and column of every key and value.
+
+Only plain data is accepted: mappings with text keys, lists, text, whole numbers, finite decimals, booleans and
+null. Rejected, each with its `FILE:LINE:COL`: tags (`!!python/object`, `!foo`, even `!!str`), anchors and aliases
+(`&a` / `*a`: they hide repetition and allow "billion laughs"), duplicate keys, non-text keys (`1:`, `yes:`,
+`null:`), NaN and infinity, more than one document, nesting deeper than 40 levels and files over 1 MB.
+Dates stay the text they were written as. Every problem found is reported, not only the first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, NodeEvent, ScalarEvent
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from protocols.errors import ProtocolError, ProtocolIssue, SourceMark
+
+#: A position in the loaded tree: mapping keys (text) and list indices (int), from the top.
+Path = tuple[str | int, ...]
+
+MAX_BYTES = 1_000_000
+MAX_DEPTH = 40
+
+_TAG = "tag:yaml.org,2002:"
+_TEXT_KEY_TAGS = (_TAG + "str", _TAG + "merge", _TAG + "value")
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """The loaded data, and where each part of it was written."""
+
+    filename: str
+    data: Any
+    value_marks: Mapping[Path, SourceMark] = field(default_factory=dict)
+    key_marks: Mapping[Path, SourceMark] = field(default_factory=dict)
+
+    def mark(self, path: Path, *, prefer_key: bool = False) -> SourceMark:
+        """Where `path` was written; for a path that is not there, where its nearest written parent is."""
+        for n in range(len(path), -1, -1):
+            sub = path[:n]
+            if prefer_key or n < len(path):
+                if sub in self.key_marks:
+                    return self.key_marks[sub]
+            if sub in self.value_marks:
+                return self.value_marks[sub]
+        return SourceMark(self.filename, 1, 1)
+
+
+def _mark(filename: str, m: Any) -> SourceMark:
+    if m is None:
+        return SourceMark(filename, 1, 1)
+    return SourceMark(filename, m.line + 1, m.column + 1)
+
+
+def _position_mark(filename: str, text: str, position: int) -> SourceMark:
+    before = text[:position]
+    line = before.count("\n") + 1
+    col = position - (before.rfind("\n") + 1) + 1
+    return SourceMark(filename, line, col)
+
+
+def _syntax_issue(filename: str, text: str, exc: yaml.YAMLError) -> ProtocolIssue:
+    if isinstance(exc, yaml.reader.ReaderError):
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        return ProtocolIssue(
+            _position_mark(filename, text, exc.position),
+            f"the file holds a character YAML does not allow (U+{char:04X})",
+        )
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or "YAML syntax error"
+        context = f"{exc.context}: " if exc.context else ""
+        return ProtocolIssue(_mark(filename, mark), f"YAML syntax error: {context}{problem}")
+    return ProtocolIssue(SourceMark(filename, 1, 1), f"YAML error: {exc}")
+
+
+def _scan_events(text: str, filename: str) -> list[ProtocolIssue]:
+    """One pass over the parser's events: tags, anchors, aliases, depth; a syntax error ends the pass."""
+    issues: list[ProtocolIssue] = []
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            where = _mark(filename, event.start_mark)
+            if isinstance(event, AliasEvent):
+                issues.append(ProtocolIssue(where, f"aliases (`*{event.anchor}`) are not allowed: write the value out"))
+                continue
+            if isinstance(event, NodeEvent) and event.anchor is not None:
+                issues.append(ProtocolIssue(where, f"anchors (`&{event.anchor}`) are not allowed: write the value out"))
+            if isinstance(event, (ScalarEvent, CollectionStartEvent)) and event.tag is not None:
+                tag = event.tag.replace(_TAG, "!!", 1) if event.tag.startswith(_TAG) else event.tag
+                issues.append(ProtocolIssue(where, f"YAML tags (`{tag}`) are not allowed: plain data only"))
+            if isinstance(event, CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    issues.append(ProtocolIssue(where, f"nesting is deeper than {MAX_DEPTH} levels"))
+                    return issues
+            elif isinstance(event, CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        issues.append(_syntax_issue(filename, text, exc))
+    return issues
+
+
+class _Converter:
+    """Turns composed nodes into plain Python data, recording marks and collecting issues."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.value_marks: dict[Path, SourceMark] = {}
+        self.key_marks: dict[Path, SourceMark] = {}
+        self.issues: list[ProtocolIssue] = []
+        self._constructor = SafeConstructor()
+
+    def _issue(self, node: Node, message: str) -> None:
+        self.issues.append(ProtocolIssue(self.mark(node), message))
+
+    def mark(self, node: Node) -> SourceMark:
+        return _mark(self.filename, node.start_mark)
+
+    def convert(self, node: Node, path: Path) -> Any:
+        self.value_marks[path] = self.mark(node)
+        if isinstance(node, MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, SequenceNode):
+            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, ScalarNode)
+        return self._scalar(node)
+
+    def _mapping(self, node: MappingNode, path: Path) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        first_seen: dict[str, SourceMark] = {}
+        for key_node, value_node in node.value:
+            where = self.mark(key_node)
+            if not isinstance(key_node, ScalarNode) or key_node.tag not in _TEXT_KEY_TAGS:
+                shown = key_node.value if isinstance(key_node, ScalarNode) else "a " + type(key_node).__name__
+                self.issues.append(ProtocolIssue(where, f"keys must be text; `{shown}` is not (put it in quotes?)"))
+                continue
+            key = str(key_node.value)
+            if key in first_seen:
+                first = first_seen[key]
+                self.issues.append(ProtocolIssue(where, f"duplicate key `{key}` (first given at line {first.line})"))
+                continue
+            first_seen[key] = where
+            self.key_marks[(*path, key)] = where
+            out[key] = self.convert(value_node, (*path, key))
+        return out
+
+    def _scalar(self, node: ScalarNode) -> Any:
+        tag = node.tag
+        try:
+            if tag == _TAG + "null":
+                return None
+            if tag == _TAG + "bool":
+                return self._constructor.construct_yaml_bool(node)
+            if tag == _TAG + "int":
+                return self._constructor.construct_yaml_int(node)
+            if tag == _TAG + "float":
+                value = self._constructor.construct_yaml_float(node)
+                if not math.isfinite(value):
+                    self._issue(node, f"`{node.value}`: NaN and infinity are not allowed")
+                return value
+        except (ValueError, ConstructorError, OverflowError) as exc:
+            shown = node.value if len(node.value) <= 40 else node.value[:37] + "..."
+            self.issues.append(ProtocolIssue(self.mark(node), f"`{shown}` is not a usable number ({str(exc)[:60]})"))
+            return None
+        # text, and anything else implicit (dates, `<<`, `=`) stays the text it was written as
+        return str(node.value)
+
+
+def load_yaml(text: str, filename: str) -> YamlDocument:
+    """Load one YAML document safely, keeping marks; raises `ProtocolError` listing every problem."""
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_BYTES:
+        raise ProtocolError([ProtocolIssue(SourceMark(filename, 1, 1), f"the file is too large ({size} bytes)")])
+    issues = _scan_events(text, filename)
+    if issues:
+        raise ProtocolError(issues)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ProtocolError([_syntax_issue(filename, text, exc)]) from None
+    if node is None:
+        raise ProtocolError([ProtocolIssue(SourceMark(filename, 1, 1), "the file holds no protocol (it is empty)")])
+    converter = _Converter(filename)
+    data = converter.convert(node, ())
+    if converter.issues:
+        raise ProtocolError(converter.issues)
+    return YamlDocument(filename, data, converter.value_marks, converter.key_marks)
