@@ -64,3 +64,18 @@ def check(
     if failed:
         raise typer.Exit(1)
     console.print("[green]all devices OK[/green]")
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="protocol (YAML)")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="rig configuration (TOML); default: built-in limits")
+    ] = None,
+) -> None:
+    """Check a protocol against the rig's limits; print the plan (exit 0) or every error as FILE:LINE:COL (exit 2)."""
+    from rig.validate_cmd import run_validate
+
+    rc = run_validate(file, config, out=Console(), err=Console(stderr=True))
+    if rc:
+        raise typer.Exit(rc)
