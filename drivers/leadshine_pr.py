@@ -18,6 +18,10 @@ is used.
 Travel limits: every move is checked against the verified software limits before any motion command is sent,
 and no move is accepted until limits have been set and read back. A relative move reads the position counter
 first to know its target; the drive's own software limits remain the backstop.
+
+Alarms and moves: a drive in alarm (or disabled) acknowledges a PR0 block and its trigger like any other write
+and then ignores them, so a move would "succeed" without moving. Every move therefore reads the motion status
+first and raises `DeviceAlarm` (naming the alarm code) or `DeviceError` (not enabled) before anything is sent.
 """
 
 from __future__ import annotations
@@ -152,6 +156,10 @@ class LeadshinePR:
         """Check the drive is enabled and free of alarms; raises DeviceAlarm (never resets it)."""
         await self._raise_if_alarm()
         (raw,) = await self._read(REG_STATUS, 1, "motion status")
+        self._raise_if_not_ready(raw)
+
+    def _raise_if_not_ready(self, raw: int) -> None:
+        """Raise for a motion status with the fault bit set or the enabled bit clear."""
         if raw & STATUS_FAULT:
             raise DeviceAlarm(
                 self.name,
@@ -209,6 +217,7 @@ class LeadshinePR:
         target = self._to_pulses(position_um, "position_um")
         limits, motion = self._require_ready()
         self._check_target(target, limits)
+        await self._check_can_move()
         await self._run_pr0(MODE_ABSOLUTE, target, motion, f"absolute move to {target} pulses")
         return target
 
@@ -218,6 +227,7 @@ class LeadshinePR:
         limits, motion = self._require_ready()
         if delta == 0:
             return 0
+        await self._check_can_move()
         target = await self._position_pulses() + delta
         self._check_target(target, limits)
         await self._run_pr0(MODE_RELATIVE, delta, motion, f"relative move by {delta} pulses")
@@ -419,6 +429,13 @@ class LeadshinePR:
             int32_from_words(neg_high, neg_low),
             int32_from_words(pos_high, pos_low),
         )
+
+    async def _check_can_move(self) -> None:
+        """Read the motion status; a fault raises DeviceAlarm with the alarm code, a disabled drive DeviceError."""
+        (raw,) = await self._read(REG_STATUS, 1, "motion status")
+        if raw & STATUS_FAULT:
+            await self._raise_if_alarm()
+        self._raise_if_not_ready(raw)
 
     async def _raise_if_alarm(self) -> None:
         code = await self.alarm_code()

@@ -38,6 +38,7 @@ LIMITS = [
 ]
 MOTION = [write_multiple(ID, 0x6203, 60, 100, 200)]
 RUN_PR0 = write_single(ID, 0x6002, 0x0010)
+READY = read(0x1003, 0x0032)  # enabled, command done, path done: every move checks this first
 ESTOP = write_single(ID, 0x6002, 0x0040)
 
 
@@ -140,7 +141,7 @@ async def test_moves_are_refused_without_motion_limits() -> None:
 async def test_absolute_move_writes_one_pr0_block_then_triggers() -> None:
     block = write_multiple(ID, 0x6200, 0x0001, *words(800), 60, 100, 200)
     assert block[0].startswith(bytes.fromhex("02 10 62 00 00 06 0C 00 01 00 00 03 20"))
-    async with session([*LIMITS, *MOTION, block, RUN_PR0]) as rig:
+    async with session([*LIMITS, *MOTION, READY, block, RUN_PR0]) as rig:
         await configure(rig.press)
         assert await rig.press.move_absolute_um(500.0) == 800
 
@@ -149,6 +150,7 @@ async def test_relative_move_reads_position_then_writes_block_and_triggers() -> 
     script = [
         *LIMITS,
         *MOTION,
+        READY,
         read(0x602C, *words(800)),
         write_multiple(ID, 0x6200, 0x0041, *words(-160), 60, 100, 200),
         RUN_PR0,
@@ -166,7 +168,7 @@ async def test_absolute_target_beyond_upper_limit_sends_nothing() -> None:
 
 
 async def test_relative_target_beyond_lower_limit_sends_no_motion_command() -> None:
-    async with session([*LIMITS, *MOTION, read(0x602C, *words(-100))]) as rig:
+    async with session([*LIMITS, *MOTION, READY, read(0x602C, *words(-100))]) as rig:
         await configure(rig.press)
         with pytest.raises(ValueError, match=r"lower travel limit -100\.0 µm"):
             await rig.press.move_relative_um(-40.0)  # -100 - 64 pulses = -164 < -160
@@ -174,7 +176,7 @@ async def test_relative_target_beyond_lower_limit_sends_no_motion_command() -> N
 
 async def test_target_exactly_on_the_limit_is_allowed() -> None:
     block = write_multiple(ID, 0x6200, 0x0001, *words(1600), 60, 100, 200)
-    async with session([*LIMITS, *MOTION, block, RUN_PR0]) as rig:
+    async with session([*LIMITS, *MOTION, READY, block, RUN_PR0]) as rig:
         await configure(rig.press)
         assert await rig.press.move_absolute_um(1000.0) == 1600
 
@@ -184,6 +186,7 @@ async def test_moved_accel_decel_registers_split_the_block() -> None:
         *LIMITS,
         write_single(ID, 0x6203, 60),
         write_multiple(ID, 0x6205, 100, 200),
+        READY,
         write_multiple(ID, 0x6200, 0x0001, *words(16), 60),
         write_multiple(ID, 0x6205, 100, 200),
         RUN_PR0,
@@ -195,7 +198,7 @@ async def test_moved_accel_decel_registers_split_the_block() -> None:
 
 async def test_exception_reply_to_the_block_names_it_and_nothing_is_triggered() -> None:
     block = write_multiple(ID, 0x6200, 0x0001, *words(800), 60, 100, 200)
-    async with session([*LIMITS, *MOTION, (block[0], rtu("02 90 03"))]) as rig:
+    async with session([*LIMITS, *MOTION, READY, (block[0], rtu("02 90 03"))]) as rig:
         await configure(rig.press)
         with pytest.raises(DeviceExceptionReply, match="0x6200") as caught:
             await rig.press.move_absolute_um(500.0)
@@ -204,12 +207,35 @@ async def test_exception_reply_to_the_block_names_it_and_nothing_is_triggered() 
 
 async def test_run_trigger_is_never_retried() -> None:
     block = write_multiple(ID, 0x6200, 0x0041, *words(16), 60, 100, 200)
-    script = [*LIMITS, *MOTION, read(0x602C, 0, 0), block, (RUN_PR0[0], None)]
+    script = [*LIMITS, *MOTION, READY, read(0x602C, 0, 0), block, (RUN_PR0[0], None)]
     async with session(script, retries=2, timeout_s=0.1, check_extra_s=0.5) as rig:
         await configure(rig.press)
         with pytest.raises(DeviceTimeout, match="run PR0"):
             await rig.press.move_relative_um(10.0)
     assert rig.peer.received.count(RUN_PR0[0]) == 1
+
+
+@pytest.mark.parametrize("move", ["absolute", "relative"])
+async def test_a_move_on_a_drive_in_alarm_is_refused_before_anything_is_sent(move: str) -> None:
+    # a drive in alarm acknowledges the block and the trigger, then ignores them: the move would look done
+    script = [*LIMITS, *MOTION, read(0x1003, 0x0011), read(0x2203, 0x00E0)]
+    async with session(script) as rig:
+        await configure(rig.press)
+        with pytest.raises(DeviceAlarm, match=r"press: read 0x2203 .*alarm 0x00E0 \(over-current\)") as caught:
+            if move == "absolute":
+                await rig.press.move_absolute_um(10.0)
+            else:
+                await rig.press.move_relative_um(10.0)
+    assert caught.value.code == 0x00E0
+    assert RUN_PR0[0] not in rig.peer.received
+
+
+async def test_a_move_on_a_disabled_drive_is_refused_before_anything_is_sent() -> None:
+    async with session([*LIMITS, *MOTION, read(0x1003, 0x0030)]) as rig:
+        await configure(rig.press)
+        with pytest.raises(DeviceError, match=r"0x1003 \(motion status\).*not enabled"):
+            await rig.press.move_absolute_um(10.0)
+    assert RUN_PR0[0] not in rig.peer.received
 
 
 async def test_stop_and_emergency_stop_send_0040_and_estop_is_retried() -> None:
