@@ -25,7 +25,7 @@ class StepRow:
     number: str
     cycle: str
     kind: str
-    pressure: str
+    pressure: str  # kPa
     what: str
     duration: str
     on_resume: str
@@ -51,7 +51,7 @@ def format_duration(seconds: float) -> str:
 
 def _amps(value: float) -> str:
     magnitude = abs(value)
-    sign = "−" if value < 0 else "+"
+    sign = "-" if value < 0 else "+"
     if magnitude >= 1:
         return f"{sign}{magnitude:.4g} A"
     if magnitude >= 1e-3:
@@ -110,9 +110,9 @@ def step_rows(plan: Plan) -> list[StepRow]:
             StepRow(
                 number=str(step.number),
                 cycle=str(step.cycle),
-                kind=step.kind + (f" ({step.label})" if step.label else ""),
-                pressure=_kpa(step.pressure_pa),
-                what=describe_step(step, plan.electrode_area_m2),
+                kind=step.kind,
+                pressure=f"{step.pressure_pa / 1e3:.4g}",
+                what=(f"[{step.label}] " if step.label else "") + describe_step(step, plan.electrode_area_m2),
                 duration=estimate,
                 on_resume=step.on_resume,
                 source=f"{step.source.line}:{step.source.col}",
@@ -126,7 +126,7 @@ def totals(plan: Plan) -> list[tuple[str, str]]:
     area = plan.electrode_area_m2
     return [
         ("cell", f"{plan.cell_id}: {plan.electrolyte}, {plan.working_electrode}, {area * 1e4:.4g} cm²"),
-        ("steps", f"{len(plan.steps)} ({plan.cycles} plate/strip cycles)"),
+        ("steps", f"{len(plan.steps)} in {plan.cycles} cycle{'s' if plan.cycles != 1 else ''}"),
         ("estimated duration", format_duration(plan.estimated_duration_s)),
         ("plated charge", _charge(plan.plated_charge_c, area)),
         ("stripped charge (estimate)", _charge(plan.estimated_strip_charge_c, area)),

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich import box
 from rich.console import Console, JustifyMethod
 from rich.table import Table
+from rich.text import Text
 
 from protocols.errors import ProtocolError
 from protocols.plan import Plan
@@ -49,34 +51,35 @@ def limits_from_config(cfg: RigConfig) -> RigLimits:
 
 def render_plan(plan: Plan, console: Console, *, limits_from: str) -> None:
     """Print the plan summary: the expanded steps, the totals and the assumptions."""
-    console.print(f"[bold]{plan.name}[/bold]  ({plan.source_file})", highlight=False)
+    console.print(Text(plan.name, style="bold"), Text(f" ({plan.source_file})"))
     if plan.description:
-        console.print(plan.description.strip(), highlight=False)
-    table = Table(title=None, show_lines=False, pad_edge=False)
+        console.print(Text(plan.description.strip()))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("#", "right"),
         ("cycle", "right"),
         ("step", "left"),
-        ("pressure", "right"),
-        ("what", "left"),
+        ("kPa", "right"),
         ("est. time", "right"),
-        ("on resume", "left"),
+        ("resume", "left"),
         ("line", "right"),
     )
     for column, justify in columns:
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify, no_wrap=True)
+    table.add_column("what", ratio=1)
     rows = step_rows(plan)
     shown = rows if len(rows) <= _TABLE_HEAD + _TABLE_TAIL else rows[:_TABLE_HEAD] + rows[-_TABLE_TAIL:]
     for i, row in enumerate(shown):
         if len(shown) < len(rows) and i == _TABLE_HEAD:
-            table.add_row("…", "", f"{len(rows) - len(shown)} more steps", "", "", "", "", "")
-        table.add_row(row.number, row.cycle, row.kind, row.pressure, row.what, row.duration, row.on_resume, row.source)
+            table.add_row("…", "", "", "", "", "", "", f"{len(rows) - len(shown)} more steps")
+        cells = (row.number, row.cycle, row.kind, row.pressure, row.duration, row.on_resume, row.source, row.what)
+        table.add_row(*(Text(cell) for cell in cells))
     console.print(table)
     for label, value in totals(plan):
-        console.print(f"  {label:<28} {value}", highlight=False)
+        console.print(Text(f"  {label:<28} {value}"))
     for note in plan.notes:
-        console.print(f"  note: {note}", highlight=False)
-    console.print(f"  limits: {limits_from}", highlight=False)
+        console.print(Text(f"  note: {note}"))
+    console.print(Text(f"  limits: {limits_from}"))
     console.print("[green]valid[/green]")
 
 
