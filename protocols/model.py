@@ -433,8 +433,8 @@ def _message(err: ErrorDetails, loc: Path) -> tuple[str, bool]:
     if kind == "extra_forbidden" and field is not None:
         allowed = _fields(model)
         close = difflib.get_close_matches(field, allowed, n=1)
-        hint = f"did you mean `{close[0]}`? " if close else ""
-        return f"unknown field `{field}` in {where}: {hint}({where} takes {', '.join(allowed)})", True
+        hint = f": did you mean `{close[0]}`?" if close else ""
+        return f"unknown field `{field}` in {where}{hint} (it takes {', '.join(allowed)})", True
     if kind == "missing" and field is not None:
         return f"{where} needs `{field}`", True
     if kind == "value_error":
@@ -453,19 +453,34 @@ def _message(err: ErrorDetails, loc: Path) -> tuple[str, bool]:
     return text, False
 
 
-def parse_protocol(doc: YamlDocument) -> Protocol:
-    """Validate loaded YAML as a protocol; raises `ProtocolError` with every problem, each at its line and column."""
+def model_issues(exc: ValidationError, doc: YamlDocument) -> list[ProtocolIssue]:
+    """Pydantic's errors as issues at their line and column, leaving out places the loader already reported."""
+    loader_marks = {issue.mark for issue in doc.issues}
+    issues = []
+    for err in exc.errors(include_url=False):
+        loc: Path = tuple(err["loc"])  # the YAML path: a step's kind is the discriminator's part of it
+        message, at_key = _message(err, loc)
+        value = _value_at(doc.data, loc)
+        mark = doc.mark(loc, prefer_key=at_key or isinstance(value, (dict, list)))
+        if mark not in loader_marks:
+            issues.append(ProtocolIssue(mark, message))
+    return issues
+
+
+def parse_protocol(doc: YamlDocument, *, loader_issues: bool = True) -> Protocol:
+    """Validate loaded YAML as a protocol; raises `ProtocolError` with every problem, each at its line and column.
+
+    The loader's own issues (`doc.issues`) are raised too, together with the model's, unless `loader_issues` is
+    False (for a caller that reports them itself).
+    """
+    found = list(doc.issues) if loader_issues else []
     try:
         protocol = Protocol.model_validate(doc.data)
     except ValidationError as exc:
-        issues = []
-        for err in exc.errors(include_url=False):
-            loc: Path = tuple(err["loc"])  # the YAML path: a step's kind is the discriminator's part of it
-            message, at_key = _message(err, loc)
-            value = _value_at(doc.data, loc)
-            at_key = at_key or isinstance(value, (dict, list))
-            issues.append(ProtocolIssue(doc.mark(loc, prefer_key=at_key), message))
-        raise ProtocolError(issues) from None
+        # model errors at places the loader reported (a NaN, a tagged value) are left out: the loader's issue says it
+        raise ProtocolError([*found, *model_issues(exc, doc)] or list(doc.issues)) from None
+    if found:
+        raise ProtocolError(found)
     protocol._filename = doc.filename
     _attach_sources(protocol.steps, ("steps",), doc)
     return protocol

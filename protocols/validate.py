@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import TypeAdapter, ValidationError
+
 from protocols.errors import ProtocolError, ProtocolIssue
 from protocols.model import (
     MAX_DURATION_S,
     Capacity,
+    Cell,
     HoldStep,
     PlateStep,
     PressureStep,
@@ -27,6 +30,8 @@ from protocols.plan import Plan, build_plan
 from protocols.yaml_loader import Path, YamlDocument, load_yaml
 
 __all__ = ["KEITHLEY_2450_MAX_CURRENT_A", "RigLimits", "check_limits", "load_protocol", "validate_protocol"]
+
+_STEP: TypeAdapter[Step] = TypeAdapter(Step)
 
 #: The Keithley 2450 sources at most ±1.05 A (its 1 A range).
 KEITHLEY_2450_MAX_CURRENT_A = 1.05
@@ -55,17 +60,17 @@ class RigLimits:
 def _si(value: float, unit: str) -> str:
     """A value with an SI prefix, e.g. `565 µA`."""
     magnitude = abs(value)
-    for factor, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")):
-        if magnitude >= factor or factor == 1e-9:
+    for factor, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f")):
+        if magnitude >= factor or factor == 1e-15:
             return f"{value / factor:.4g} {prefix}{unit}"
     return f"{value:.4g} {unit}"  # pragma: no cover
 
 
 class _Checker:
-    def __init__(self, protocol: Protocol, doc: YamlDocument, limits: RigLimits) -> None:
+    def __init__(self, area_m2: float | None, doc: YamlDocument, limits: RigLimits) -> None:
         self.doc = doc
         self.limits = limits
-        self.area_m2 = protocol.cell.electrode_area_m2
+        self.area_m2 = area_m2
         self.issues: list[ProtocolIssue] = []
 
     def issue(self, path: Path, field: str | None, message: str) -> None:
@@ -83,9 +88,12 @@ class _Checker:
             )
 
     def current(self, path: Path, step: PlateStep | StripStep) -> float:
+        """The current's magnitude in A, or 0 when it is out of range (reported) or cannot be known."""
         field = "current" if step.current_a is not None else "current_density"
-        amps = step.magnitude_a(self.area_m2)
-        on_area = f" on {self.area_m2 * 1e4:.4g} cm²" if field == "current_density" else ""
+        if self.area_m2 is None and step.current_a is None:
+            return 0.0  # the cell is invalid (reported already): a current density cannot be checked
+        amps = step.magnitude_a(self.area_m2 or 0.0)
+        on_area = f" on {(self.area_m2 or 0.0) * 1e4:.4g} cm²" if field == "current_density" else ""
         if amps > self.limits.max_current_a:
             self.issue(
                 path,
@@ -93,13 +101,15 @@ class _Checker:
                 f"`{field}`: {_si(amps, 'A')}{on_area} is more than the potentiostat sources "
                 f"({_si(self.limits.max_current_a, 'A')})",
             )
-        elif amps < self.limits.min_current_a:
+            return 0.0
+        if amps < self.limits.min_current_a:
             self.issue(
                 path,
                 field,
                 f"`{field}`: {_si(amps, 'A')}{on_area} is below what the potentiostat can source "
                 f"({_si(self.limits.min_current_a, 'A')})",
             )
+            return 0.0
         return amps
 
     def voltage(self, path: Path, field: str, value_v: float, what: str) -> None:
@@ -113,9 +123,9 @@ class _Checker:
             )
 
     def duration(self, path: Path, field: str, charge: Capacity, amps: float, what: str) -> None:
-        if amps <= 0:
+        if amps <= 0 or (charge.areal and self.area_m2 is None):
             return
-        seconds = charge.coulombs(self.area_m2) / amps
+        seconds = charge.coulombs(self.area_m2 or 0.0) / amps
         if seconds > MAX_DURATION_S:
             self.issue(
                 path,
@@ -126,32 +136,48 @@ class _Checker:
 
     def steps(self, steps: tuple[Step, ...], base: Path) -> None:
         for i, step in enumerate(steps):
-            path: Path = (*base, i, step.kind)
-            if isinstance(step, RepeatStep):
-                self.steps(step.steps, (*path, "steps"))
-            elif isinstance(step, PressureStep):
-                self.pressure(path, "target", step.target_pa)
-            else:
-                self.pressure(path, "pressure", step.pressure_pa)
-                if isinstance(step, PlateStep):
-                    amps = self.current(path, step)
-                    self.voltage(path, "voltage_limit", step.voltage_limit_v, "the plating voltage limit")
-                    if step.capacity is not None:
-                        self.duration(path, "capacity", step.capacity, amps, "plating")
-                elif isinstance(step, StripStep):
-                    amps = self.current(path, step)
-                    self.voltage(path, "cutoff", step.cutoff_v, "the cut-off")
-                    if step.capacity_limit is not None:
-                        self.duration(path, "capacity_limit", step.capacity_limit, amps, "stripping")
-                else:
-                    assert isinstance(step, (RestStep, HoldStep))
+            self.step(step, (*base, i, step.kind))
 
-    def cell(self, protocol: Protocol) -> None:
+    def raw_steps(self, raw: object, base: Path) -> None:
+        """Check what can be checked in steps whose protocol did not validate as a whole."""
+        if not isinstance(raw, list):
+            return
+        for i, item in enumerate(raw):
+            try:
+                step = _STEP.validate_python(item)
+            except ValidationError:
+                body = item.get("repeat") if isinstance(item, dict) and len(item) == 1 else None
+                if isinstance(body, dict):
+                    self.raw_steps(body.get("steps"), (*base, i, "repeat", "steps"))
+                continue
+            self.step(step, (*base, i, step.kind))
+
+    def step(self, step: Step, path: Path) -> None:
+        if isinstance(step, RepeatStep):
+            self.steps(step.steps, (*path, "steps"))
+        elif isinstance(step, PressureStep):
+            self.pressure(path, "target", step.target_pa)
+        else:
+            self.pressure(path, "pressure", step.pressure_pa)
+            if isinstance(step, PlateStep):
+                amps = self.current(path, step)
+                self.voltage(path, "voltage_limit", step.voltage_limit_v, "the plating voltage limit")
+                if step.capacity is not None:
+                    self.duration(path, "capacity", step.capacity, amps, "plating")
+            elif isinstance(step, StripStep):
+                amps = self.current(path, step)
+                self.voltage(path, "cutoff", step.cutoff_v, "the cut-off")
+                if step.capacity_limit is not None:
+                    self.duration(path, "capacity_limit", step.capacity_limit, amps, "stripping")
+            else:
+                assert isinstance(step, (RestStep, HoldStep))
+
+    def cell(self, cell: Cell) -> None:
         rig_area = self.limits.electrode_area_m2
-        if rig_area is None or rig_area <= 0:
+        if rig_area is None or rig_area <= 0 or self.area_m2 is None:
             return
         if abs(self.area_m2 - rig_area) > self.limits.area_tolerance * rig_area:
-            field = "diameter" if protocol.cell.diameter_m is not None else "area"
+            field = "diameter" if cell.diameter_m is not None else "area"
             self.issue(
                 ("cell",),
                 field,
@@ -162,9 +188,23 @@ class _Checker:
 
 def check_limits(protocol: Protocol, doc: YamlDocument, limits: RigLimits) -> list[ProtocolIssue]:
     """Every place where `protocol` asks more than the rig can do, at the line and column of the value."""
-    checker = _Checker(protocol, doc, limits)
-    checker.cell(protocol)
+    checker = _Checker(protocol.cell.electrode_area_m2, doc, limits)
+    checker.cell(protocol.cell)
     checker.steps(protocol.steps, ("steps",))
+    return checker.issues
+
+
+def _check_what_validates(doc: YamlDocument, limits: RigLimits) -> list[ProtocolIssue]:
+    """For a protocol that did not validate: the limit checks of its cell and of each step that did."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    try:
+        cell: Cell | None = Cell.model_validate(data.get("cell"))
+    except ValidationError:
+        cell = None
+    checker = _Checker(cell.electrode_area_m2 if cell is not None else None, doc, limits)
+    if cell is not None:
+        checker.cell(cell)
+    checker.raw_steps(data.get("steps"), ("steps",))
     return checker.issues
 
 
@@ -176,8 +216,14 @@ def load_protocol(text: str, filename: str) -> tuple[Protocol, YamlDocument]:
 
 def validate_protocol(text: str, filename: str, limits: RigLimits | None = None) -> Plan:
     """Validate protocol text against the rig's limits and plan it; raises `ProtocolError` listing every problem."""
-    protocol, doc = load_protocol(text, filename)
-    issues = check_limits(protocol, doc, limits or RigLimits())
+    limits = limits or RigLimits()
+    doc = load_yaml(text, filename)
+    issues = list(doc.issues)
+    try:
+        protocol = parse_protocol(doc, loader_issues=False)
+    except ProtocolError as exc:
+        raise ProtocolError([*issues, *exc.issues, *_check_what_validates(doc, limits)]) from None
+    issues.extend(check_limits(protocol, doc, limits))
     try:
         plan = build_plan(protocol)
     except ProtocolError as exc:

@@ -4,7 +4,8 @@ Only plain data is accepted: mappings with text keys, lists, text, whole numbers
 null. Rejected, each with its `FILE:LINE:COL`: tags (`!!python/object`, `!foo`, even `!!str`), anchors and aliases
 (`&a` / `*a`: they hide repetition and allow "billion laughs"), duplicate keys, non-text keys (`1:`, `yes:`,
 `null:`), NaN and infinity, more than one document, nesting deeper than 40 levels and files over 1 MB.
-Dates stay the text they were written as. Every problem found is reported, not only the first.
+Dates stay the text they were written as. Every problem found is reported, not only the first: problems that
+can be read past are collected in `YamlDocument.issues` rather than raised at once.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ class YamlDocument:
     data: Any
     value_marks: Mapping[Path, SourceMark] = field(default_factory=dict)
     key_marks: Mapping[Path, SourceMark] = field(default_factory=dict)
+    issues: tuple[ProtocolIssue, ...] = ()
+
+    def check(self) -> None:
+        """Raise `ProtocolError` if loading found problems it could read past (see `load_yaml`)."""
+        if self.issues:
+            raise ProtocolError(self.issues)
 
     def mark(self, path: Path, *, prefer_key: bool = False) -> SourceMark:
         """Where `path` was written; for a path that is not there, where its nearest written parent is."""
@@ -72,23 +79,31 @@ def _syntax_issue(filename: str, text: str, exc: yaml.YAMLError) -> ProtocolIssu
             _position_mark(filename, text, exc.position),
             f"the file holds a character YAML does not allow (U+{char:04X})",
         )
+    if isinstance(exc, yaml.composer.ComposerError) and "single document" in str(exc.context):
+        second = _mark(filename, exc.problem_mark)
+        return ProtocolIssue(second, "only one YAML document is allowed; a second starts here")
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "YAML syntax error"
-        context = f"{exc.context}: " if exc.context else ""
-        return ProtocolIssue(_mark(filename, mark), f"YAML syntax error: {context}{problem}")
+        context = ""
+        if exc.context:
+            where = f" begun at line {exc.context_mark.line + 1}" if exc.context_mark is not None else ""
+            context = f" ({exc.context}{where})"
+        return ProtocolIssue(_mark(filename, mark), f"YAML syntax error: {problem}{context}")
     return ProtocolIssue(SourceMark(filename, 1, 1), f"YAML error: {exc}")
 
 
-def _scan_events(text: str, filename: str) -> list[ProtocolIssue]:
-    """One pass over the parser's events: tags, anchors, aliases, depth; a syntax error ends the pass."""
+def _scan_events(text: str, filename: str) -> tuple[list[ProtocolIssue], bool]:
+    """One pass over the parser's events: tags, anchors, aliases, depth, syntax; and whether loading can go on."""
     issues: list[ProtocolIssue] = []
+    fatal = False
     depth = 0
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             where = _mark(filename, event.start_mark)
             if isinstance(event, AliasEvent):
                 issues.append(ProtocolIssue(where, f"aliases (`*{event.anchor}`) are not allowed: write the value out"))
+                fatal = True  # expanding them could blow up ("billion laughs"): stop here
                 continue
             if isinstance(event, NodeEvent) and event.anchor is not None:
                 issues.append(ProtocolIssue(where, f"anchors (`&{event.anchor}`) are not allowed: write the value out"))
@@ -99,12 +114,13 @@ def _scan_events(text: str, filename: str) -> list[ProtocolIssue]:
                 depth += 1
                 if depth > MAX_DEPTH:
                     issues.append(ProtocolIssue(where, f"nesting is deeper than {MAX_DEPTH} levels"))
-                    return issues
+                    return issues, True
             elif isinstance(event, CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError as exc:
         issues.append(_syntax_issue(filename, text, exc))
-    return issues
+        fatal = True
+    return issues, fatal
 
 
 class _Converter:
@@ -144,7 +160,8 @@ class _Converter:
             key = str(key_node.value)
             if key in first_seen:
                 first = first_seen[key]
-                self.issues.append(ProtocolIssue(where, f"duplicate key `{key}` (first given at line {first.line})"))
+                message = f"duplicate key `{key}` (first given at {first.line}:{first.col})"
+                self.issues.append(ProtocolIssue(where, message))
                 continue
             first_seen[key] = where
             self.key_marks[(*path, key)] = where
@@ -174,21 +191,26 @@ class _Converter:
 
 
 def load_yaml(text: str, filename: str) -> YamlDocument:
-    """Load one YAML document safely, keeping marks; raises `ProtocolError` listing every problem."""
+    """Load one YAML document safely, keeping marks.
+
+    Raises `ProtocolError` for what cannot be read past: a syntax error, an alias, too deep or too large.
+    Problems it can read past (a tag, an anchor, a duplicate key — the first value is kept —, a non-text key — left
+    out —, NaN or infinity) are in `issues`, so a caller can report them with whatever else it finds; `check()`
+    raises them.
+    """
     size = len(text.encode("utf-8", errors="surrogatepass"))
     if size > MAX_BYTES:
         raise ProtocolError([ProtocolIssue(SourceMark(filename, 1, 1), f"the file is too large ({size} bytes)")])
-    issues = _scan_events(text, filename)
-    if issues:
+    issues, fatal = _scan_events(text, filename)
+    if fatal:
         raise ProtocolError(issues)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        raise ProtocolError([_syntax_issue(filename, text, exc)]) from None
+        raise ProtocolError([*issues, _syntax_issue(filename, text, exc)]) from None
     if node is None:
-        raise ProtocolError([ProtocolIssue(SourceMark(filename, 1, 1), "the file holds no protocol (it is empty)")])
+        empty = ProtocolIssue(SourceMark(filename, 1, 1), "the file holds no protocol (it is empty)")
+        raise ProtocolError([*issues, empty])
     converter = _Converter(filename)
     data = converter.convert(node, ())
-    if converter.issues:
-        raise ProtocolError(converter.issues)
-    return YamlDocument(filename, data, converter.value_marks, converter.key_marks)
+    return YamlDocument(filename, data, converter.value_marks, converter.key_marks, (*issues, *converter.issues))
