@@ -293,7 +293,7 @@ class ModbusBus:
     async def close(self) -> None:
         """Close the port; the next transaction re-opens it."""
         async with self._lock:
-            self._drop_link()
+            await self._drop_link()
 
     async def attach(self, user: str) -> None:
         """Register a device using this bus and open the port (idempotent per user)."""
@@ -354,10 +354,12 @@ class ModbusBus:
         _log.info("%s: opened %s at %d baud", self.name, path, self.baudrate)
         return self._link
 
-    def _drop_link(self) -> None:
-        if self._link is not None:
-            self._link.close()
-            self._link = None
+    async def _drop_link(self) -> None:
+        # Closed in a worker thread: pyserial's socket:// close sleeps 0.3 s ("give the server some time"),
+        # which would stall every other device on the event loop, right when a line has failed.
+        link, self._link = self._link, None
+        if link is not None:
+            await asyncio.to_thread(link.close)
 
     # ---------------------------------------------------------- transactions
 
@@ -524,7 +526,7 @@ class ModbusBus:
             self._line_free_at = loop.time() + self.silent_gap_s
             raise DeviceTimeout(device, command, f"the request could not be written: {exc}") from exc
         except (serial.SerialException, OSError) as exc:
-            self._drop_link()
+            await self._drop_link()
             raise DeviceDisconnected(device, command, f"the port went away while sending: {exc}") from exc
         deadline = loop.time() + self.wire_time_s(len(request)) + timeout_s + self.wire_time_s(reply_len)
         # Until a reply is complete, assume the slave may still talk until the deadline (covers cancellation).
@@ -532,7 +534,7 @@ class ModbusBus:
         try:
             frame = await self._receive(link, device, device_id, function, command, deadline, timeout_s)
         except DeviceDisconnected:
-            self._drop_link()
+            await self._drop_link()
             raise
         except DeviceError:
             self._line_free_at = loop.time() + self.silent_gap_s

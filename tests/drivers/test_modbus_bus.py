@@ -457,3 +457,20 @@ async def test_port_closes_when_the_last_user_detaches() -> None:
         assert bus.is_open
         await bus.detach("press")
         assert not bus.is_open
+
+
+async def test_closing_the_port_leaves_the_event_loop_free() -> None:
+    # pyserial's socket:// close sleeps 0.3 s; done on the loop it would stall every other device
+    ran: list[str] = []
+
+    async def other_device() -> None:
+        ran.append("other device")
+
+    async with expected_protocol([]) as peer:
+        bus = make_bus(peer.serial_url)
+        await bus.open()
+        task = asyncio.create_task(other_device())
+        await bus.close()
+        assert ran == ["other device"]  # it ran while the port was closing, not after
+        await task
+        assert not bus.is_open
