@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from protocols.validate import RigLimits
@@ -115,3 +117,22 @@ def test_as_a_process(path: Path, code: int) -> None:
         assert f"{path}:8:41: `.nan`: NaN and infinity are not allowed" in proc.stderr
     else:
         assert "valid" in proc.stdout
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.data(),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.binary(min_size=0, max_size=3)), min_size=1, max_size=4),
+)
+def test_random_byte_edits_exit_0_or_2(tmp_path: Path, data: st.DataObject, edits: list[tuple[int, bytes]]) -> None:
+    raw = bytearray(data.draw(st.sampled_from(sorted(LIBRARY.glob("*.yaml")))).read_bytes())
+    for position, replacement in edits:
+        i = position % (len(raw) + 1)
+        raw[i : i + len(replacement)] = replacement
+    path = tmp_path / "fuzzed.yaml"
+    path.write_bytes(bytes(raw))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code in (0, 2)
+    if result.exit_code == 2:
+        assert result.stderr.startswith(f"{path}:")
