@@ -374,8 +374,12 @@ class RtuLineServer:
             if reply is None or slave is None:
                 wait_s = self.timing.frame_s(len(frame)) + self.timing.gap_s()
             else:
+                # the reply's last byte is on the wire after request, turnaround gap, delay and reply; the
+                # silent gap that follows it keeps the line busy (lock held) but does not delay the reply
                 wait_s = (
-                    self.timing.rtu_exchange_s(len(frame), len(reply), slave.response_delay_s()) + slave.faults.delay_s
+                    self.timing.rtu_exchange_s(len(frame), len(reply), slave.response_delay_s())
+                    - self.timing.gap_s()
+                    + slave.faults.delay_s
                 )
             remaining = wait_s - (loop.time() - t0)
             if remaining > 0:
@@ -384,3 +388,5 @@ class RtuLineServer:
                 return
             writer.write(reply)
             await writer.drain()
+            if (gap_s := self.timing.gap_s()) > 0:
+                await asyncio.sleep(gap_s)  # t3.5 of silence after the reply before the next frame on the line
