@@ -79,3 +79,67 @@ def validate(
     rc = run_validate(file, config, out=Console(), err=Console(stderr=True))
     if rc:
         raise typer.Exit(rc)
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="protocol (YAML)")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="rig configuration (TOML)")] = None,
+    sim: Annotated[
+        bool, typer.Option("--sim", help="start the simulator and run on it (no configuration needed)")
+    ] = False,
+    speed: Annotated[
+        float | None, typer.Option(help="simulator speed, experiment time / wall time (--sim only; default 500)")
+    ] = None,
+    runs: Annotated[Path, typer.Option(help="folder that holds one folder per run")] = Path("runs"),
+) -> None:
+    """Run a protocol with the pressure held underneath; prints the coulombic efficiency at the end."""
+    from rig.run_cmd import run_command
+
+    rc = run_command(
+        file, config=config, sim=sim, speed=speed, runs_root=runs, console=Console(), err=Console(stderr=True)
+    )
+    if rc:
+        raise typer.Exit(rc)
+
+
+def _operator(cmd: str, rig_name: str, socket_path: Path | None) -> None:
+    from rig.operator_socket import default_socket, send_command
+
+    path = socket_path or default_socket(rig_name)
+    try:
+        reply = send_command(path, cmd)
+    except (ConnectionError, OSError) as exc:
+        Console(stderr=True).print(f"{cmd}: {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    Console().print_json(data=reply)
+    if not reply.get("ok"):
+        raise typer.Exit(1)
+
+
+_RIG_OPT = typer.Option("--rig", help="rig name (its [rig] name; 'sim' for --sim runs)")
+_SOCK_OPT = typer.Option("--socket", help="operator socket of the running rig")
+
+
+@app.command()
+def pause(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | None, _SOCK_OPT] = None) -> None:
+    """Pause the running protocol: current off, pressure held."""
+    _operator("pause", rig_name, socket)
+
+
+@app.command()
+def resume(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | None, _SOCK_OPT] = None) -> None:
+    """Resume: current returns once the pressure is back in band."""
+    _operator("resume", rig_name, socket)
+
+
+@app.command()
+def abort(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | None, _SOCK_OPT] = None) -> None:
+    """Abort the running protocol: the rig goes to its safe state."""
+    _operator("abort", rig_name, socket)
+
+
+@app.command()
+def status(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | None, _SOCK_OPT] = None) -> None:
+    """Show the running protocol's state."""
+    _operator("status", rig_name, socket)
