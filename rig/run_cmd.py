@@ -7,7 +7,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -234,9 +233,11 @@ async def execute(
             }
         )
         await sock.start()
-        await controller.start()
+        # the potentiostat first: its power-on output-off state (NORMAL) would short the cell until HIMP is set
         await devs.potentiostat.connect()
+        await devs.potentiostat.verify_safe(cfg.potentiostat.voltage_limit_v)
         ident = await devs.potentiostat.identify()
+        await controller.start()
         await store.set_meta({"potentiostat": f"{ident.vendor} {ident.model} {ident.serial} {ident.firmware}"})
         with display:
             async with _signals(engine):
@@ -334,7 +335,6 @@ def run_command(
         "average_ce": result.average_ce,
         "cycles": [{"cycle": c, "ce": ce} for c, ce in result.ledger.efficiencies()],
         "ocv_v": result.ocv_v,
-        "pid": os.getpid(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return 0 if result.state is RunState.COMPLETED else EXIT_FAILED
