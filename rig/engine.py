@@ -142,6 +142,9 @@ class RunEngine:
         self._abort_reason: str | None = None
         self._step_i = 0
         self._step_charge_c = 0.0
+        self._time_in_step_s = 0.0
+        self._acc_t: float | None = None
+        self._acc_i = 0.0
         self._last_v: float | None = None
         self._last_i: float | None = None
         self._output_on = False
@@ -311,7 +314,8 @@ class RunEngine:
                 await self._source(0.0)
             t0 = self._clock.now()
             await self._clock.sleep(min(self._sample_period_s, duration_s - done))
-            await self._read()
+            if self._resume.is_set() and self._output_on:
+                await self._read()
             if self.state is RunState.RUNNING:
                 done += self._clock.now() - t0
             self._record()
@@ -320,28 +324,21 @@ class RunEngine:
         plate = isinstance(step, PlannedPlate)
         current = step.current_a
         self._step_charge_c = 0.0
-        t_in_step = 0.0
-        await self._source(current)
-        self._ctl.set_cell_current(current)
-        t_prev = self._clock.now()
-        i_prev = current
+        self._time_in_step_s = 0.0
+        await self._source(current, integrate=True)
         reason = ""
         try:
             while True:
-                if not self._resume.is_set():
+                await self._clock.sleep(self._sample_period_s)
+                if not self._resume.is_set() or not self._output_on:
                     await self._current_off()
                     await self._checkpoint()
                     await self._resume_current(step, current)
-                    t_prev = self._clock.now()
-                    i_prev = current
-                await self._clock.sleep(self._sample_period_s)
+                    continue
                 r = await self._read()
-                t = self._clock.now()
-                if self.state is RunState.RUNNING and self._output_on:
-                    dq = 0.5 * (abs(r.current_a) + abs(i_prev)) * (t - t_prev)
-                    self._step_charge_c += dq
-                    t_in_step += t - t_prev
-                t_prev, i_prev = t, r.current_a
+                if r is None:  # paused while the reading was on its way
+                    continue
+                self._accumulate(self._clock.now(), r.current_a)
                 v = r.voltage_v() if r.valid else None
                 self._record()
                 if plate:
@@ -349,7 +346,7 @@ class RunEngine:
                     if step.capacity_c is not None and self._step_charge_c >= step.capacity_c:
                         reason = "capacity reached"
                         break
-                    if step.duration_s is not None and t_in_step >= step.duration_s:
+                    if step.duration_s is not None and self._time_in_step_s >= step.duration_s:
                         reason = "time reached"
                         break
                     if v is not None and v <= -abs(step.voltage_limit_v):
@@ -369,7 +366,6 @@ class RunEngine:
                         reason = "voltage overrange"
                         break
         finally:
-            self._ctl.set_cell_current(0.0)
             await self._current_off()
             self.ledger.add(step.cycle, "plate" if plate else "strip", self._step_charge_c)
         self._event(
@@ -379,14 +375,22 @@ class RunEngine:
             charge_c=self._step_charge_c,
         )
 
+    def _accumulate(self, t: float, current_a: float) -> None:
+        """Add the charge since the last point (trapezoid on the experiment clock) while current flows."""
+        if self._acc_t is None:
+            return
+        dt_s = max(0.0, t - self._acc_t)
+        self._step_charge_c += 0.5 * (abs(current_a) + abs(self._acc_i)) * dt_s
+        self._time_in_step_s += dt_s
+        self._acc_t, self._acc_i = t, current_a
+
     async def _resume_current(self, step: PlannedStep, current: float) -> None:
         """Zero current until the pressure is back within tolerance for the settle time."""
         kpa = step.pressure_pa / 1e3
         tol = max(self._resume_tol * kpa, 0.5)
         self._event("resume", f"re-establishing {kpa:g} kPa ± {tol:.2g} for {self._settle_after_resume_s:g} s")
         await self._wait_in_band(kpa, tolerance_kpa=tol, hold_s=self._settle_after_resume_s)
-        await self._source(current)
-        self._ctl.set_cell_current(current)
+        await self._source(current, integrate=True)
 
     # ------------------------------------------------------------------ helpers
     async def _checkpoint(self) -> None:
@@ -405,16 +409,22 @@ class RunEngine:
     def _clock_wall(self, experiment_s: float) -> float:
         return experiment_s / self._clock.speed
 
-    async def _source(self, current_a: float) -> None:
+    async def _source(self, current_a: float, *, integrate: bool = False) -> None:
         await self._pot.configure_galvanostatic(GalvanostaticConfig(current_a=current_a, voltage_limit_v=self._vlim))
         await self._pot.output(True)
         self._output_on = True
         self._last_i = current_a
+        if integrate:
+            self._acc_t, self._acc_i = self._clock.now(), current_a
+            self._ctl.set_cell_current(current_a)
 
     async def _current_off(self) -> None:
         if not self._output_on:
             return
         self._output_on = False
+        if self._acc_t is not None:  # the current flowed until now: count it
+            self._accumulate(self._clock.now(), self._acc_i)
+            self._acc_t = None
         self._last_i = 0.0
         with contextlib.suppress(Exception):
             self._ctl.set_cell_current(0.0)
@@ -423,15 +433,20 @@ class RunEngine:
         except Exception as exc:
             self._event("alarm", f"could not switch the current off: {type(exc).__name__}: {exc}")
 
-    async def _read(self) -> PotentiostatReading:
+    async def _read(self) -> PotentiostatReading | None:
+        """One reading; None when the output went off (a pause) while it was on its way."""
         last: Exception | None = None
         for _ in range(self._read_retries):
             try:
                 r = await self._pot.read()
+                if not self._output_on:
+                    return None
                 self._last_v = r.voltage_v() if r.valid else None
-                self._last_i = r.current_a if self._output_on else 0.0
+                self._last_i = r.current_a
                 return r
             except DeviceError as exc:
+                if not self._output_on:
+                    return None
                 last = exc
         assert last is not None
         raise last
