@@ -92,12 +92,20 @@ def run(
         float | None, typer.Option(help="simulator speed, experiment time / wall time (--sim only; default 500)")
     ] = None,
     runs: Annotated[Path, typer.Option(help="folder that holds one folder per run")] = Path("runs"),
+    socket: Annotated[Path | None, typer.Option(help="operator socket (default: per rig name)")] = None,
 ) -> None:
     """Run a protocol with the pressure held underneath; prints the coulombic efficiency at the end."""
     from rig.run_cmd import run_command
 
     rc = run_command(
-        file, config=config, sim=sim, speed=speed, runs_root=runs, console=Console(), err=Console(stderr=True)
+        file,
+        config=config,
+        sim=sim,
+        speed=speed,
+        runs_root=runs,
+        console=Console(),
+        err=Console(stderr=True),
+        socket_path=socket,
     )
     if rc:
         raise typer.Exit(rc)
@@ -143,3 +151,28 @@ def abort(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | N
 def status(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | None, _SOCK_OPT] = None) -> None:
     """Show the running protocol's state."""
     _operator("status", rig_name, socket)
+
+
+@app.command()
+def campaign(
+    files: Annotated[list[Path], typer.Argument(help="protocols (YAML), each on a fresh cell")],
+    sim: Annotated[bool, typer.Option("--sim", help="run on the simulator (required for now)")] = False,
+    speed: Annotated[float, typer.Option(help="simulator speed")] = 500.0,
+    parallel: Annotated[int, typer.Option(help="runs at once (each has its own simulator process)")] = 1,
+    runs: Annotated[Path, typer.Option(help="folder for the campaign's runs")] = Path("runs/campaign"),
+) -> None:
+    """Run several protocols in turn and print ICE against pressure per electrolyte (the paper's Fig. 1a/b)."""
+    from rig.campaign_cmd import ice_table, load_entries, run_campaign
+
+    console, err = Console(), Console(stderr=True)
+    if not sim:
+        err.print("a campaign on real hardware needs a fresh cell per protocol: run them one by one with rig run")
+        raise typer.Exit(2)
+    entries = load_entries(files, err)
+    if entries is None:
+        raise typer.Exit(2)
+    run_campaign(entries, speed=speed, parallel=parallel, runs_root=runs, console=console)
+    for table in ice_table(entries):
+        console.print(table)
+    if any(e.state != "completed" for e in entries):
+        raise typer.Exit(1)

@@ -280,6 +280,7 @@ def run_command(
     runs_root: Path,
     console: Console,
     err: Console,
+    socket_path: Path | None = None,
 ) -> int:
     """The whole `rig run`: returns the exit code."""
     try:
@@ -316,14 +317,14 @@ def run_command(
             ) as handle:
                 sim_cfg = load_config(handle.config_path)
                 console.print(f"simulator at {sim_speed:g}x: {', '.join(handle.endpoints.values())}", highlight=False)
-                result = asyncio.run(_execute_checked(plan, sim_cfg, run_dir, text, console))
+                result = asyncio.run(_execute_checked(plan, sim_cfg, run_dir, text, console, socket_path))
         else:
             assert cfg is not None
             if speed is not None and speed != 1.0:
                 err.print("--speed applies to --sim only: a real rig runs in real time", highlight=False)
                 return EXIT_INVALID
             shutil.copy(config, run_dir / "rig.toml")  # type: ignore[arg-type]
-            result = asyncio.run(_execute_checked(plan, cfg, run_dir, text, console))
+            result = asyncio.run(_execute_checked(plan, cfg, run_dir, text, console, socket_path))
     except RunError as exc:
         err.print(str(exc), highlight=False)
         return EXIT_FAILED
@@ -340,5 +341,7 @@ def run_command(
     return 0 if result.state is RunState.COMPLETED else EXIT_FAILED
 
 
-async def _execute_checked(plan: Plan, cfg: RigConfig, run_dir: Path, text: str, console: Console) -> RunResult:
-    return await execute(plan, cfg, run_dir=run_dir, protocol_text=text, console=console)
+async def _execute_checked(
+    plan: Plan, cfg: RigConfig, run_dir: Path, text: str, console: Console, socket_path: Path | None
+) -> RunResult:
+    return await execute(plan, cfg, run_dir=run_dir, protocol_text=text, console=console, socket_path=socket_path)
