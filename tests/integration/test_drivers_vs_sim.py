@@ -143,22 +143,37 @@ async def test_tare_makes_the_device_tare_relative_value_zero(force: ForceCase, 
 async def _ramp(
     sim: SimulatedRig, tx: ModbusTransmitter, *, rate_n_per_s: float, duration_s: float
 ) -> tuple[float, float]:
-    """Raise the true force slowly for `duration_s` of experiment time while polling; (reading, truth) change."""
+    """Raise the true force at `rate_n_per_s` for `duration_s` of experiment time while polling.
+
+    The force follows experiment time continuously: it is set at every sensor sample the transmitter takes, so
+    the ramp has no steps whatever the polling rate (a step would rightly pass the creep tracker as a real
+    change). Returns the change (reading, truth).
+    """
     start_reading = (await settled(tx.read)).force_n()
-    start_truth = truth_n(sim)
-    t0 = sim.clock.now()
-    while (elapsed := sim.clock.now() - t0) < duration_s:
-        sim.model.pin_pressure_kpa = pressure_for_n(sim, start_truth + rate_n_per_s * elapsed)
-        await tx.read()
+    model = sim.model
+    base_n, t0 = truth_n(sim), sim.clock.now()
+    sample = model.sensor_force_n
+
+    def ramped(channel: str = "loadcell") -> float:
+        elapsed = min(sim.clock.now() - t0, duration_s)
+        model.pin_pressure_kpa = pressure_for_n(sim, base_n + rate_n_per_s * elapsed)
+        return sample(channel)
+
+    setattr(model, "sensor_force_n", ramped)  # noqa: B010 (mypy refuses assigning to a method)
+    try:
+        while sim.clock.now() - t0 < duration_s:
+            await tx.read()
+    finally:
+        delattr(model, "sensor_force_n")
     end_reading = (await settled(tx.read)).force_n()
-    return end_reading - start_reading, truth_n(sim) - start_truth
+    return end_reading - start_reading, truth_n(sim) - base_n
 
 
 async def test_factory_tracking_hides_a_slow_force_ramp_until_verify_safe(
     sim: SimulatedRig, transmitter: ModbusTransmitter
 ) -> None:
     """The trap of devices.md §1: zero and creep tracking cancel a real force that grows slowly (a deposit)."""
-    sim.clock.set_speed(125.0)  # 250 experiment seconds per ramp in 2 wall seconds
+    sim.clock.set_speed(250.0)  # 250 experiment seconds per ramp in about 1 wall second
     sim.model.pin_pressure_kpa = pressure_for_n(sim, 11.0)
     await settled(transmitter.read)
     # 2 mN/s, below the factory creep band of 5 divisions (5 mN) per second: 0.5 N over the ramp
@@ -372,19 +387,20 @@ async def test_sign_convention_negative_plates_positive_strips(smu: Keithley2450
 
 async def test_compliance_flag_when_the_cell_voltage_reaches_the_limit(smu: Keithley2450, sim: SimulatedRig) -> None:
     # stripping pristine Al: nothing to strip, the double layer charges and the voltage runs up to the limit
+    # (from 1.6 V to 2.5 V takes about 2 experiment seconds at this current)
     i_a = 0.5e-3 * sim.model.area_cm2
-    await smu.verify_safe(2.0)
-    await smu.configure_galvanostatic(GalvanostaticConfig(current_a=i_a, voltage_limit_v=2.0))
+    await smu.verify_safe(2.5)
+    await smu.configure_galvanostatic(GalvanostaticConfig(current_a=i_a, voltage_limit_v=2.5))
     await smu.output(True)
     try:
         first = await smu.read()
-        assert not first.in_compliance and first.voltage_v() < 2.0
+        assert not first.in_compliance and first.voltage_v() < 2.5
         assert await wait_until(lambda: _in_compliance(smu), polls=300)
         last = await smu.read()
     finally:
         await smu.output(False)
     assert last.in_compliance
-    assert last.voltage_v() == pytest.approx(2.0, abs=1e-3)
+    assert last.voltage_v() == pytest.approx(2.5, abs=1e-3)
     assert 0.0 <= last.current_a < i_a  # held at the limit, the source no longer delivers the full current
 
 
