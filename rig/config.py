@@ -74,6 +74,20 @@ class BusConfig(_Section):
     usb_serial: str | None = None
 
 
+#: Newtons per unit of the force units a load cell may be calibrated in (standard gravity).
+FORCE_UNIT_TO_N: dict[str, float] = {
+    "N": 1.0,
+    "g": 9.80665e-3,
+    "kg": 9.80665,
+    "gF": 9.80665e-3,
+    "kgF": 9.80665,
+    "lbF": 4.4482216152605,
+    "ozF": 0.27801385095378125,
+}
+#: How far `scale_to_n` may differ from the unit's own factor (a calibration correction, not another unit).
+SCALE_TOLERANCE = 0.10
+
+
 class LoadCellConfig(_Section):
     """The force sensor."""
 
@@ -83,6 +97,17 @@ class LoadCellConfig(_Section):
     unit: Literal["N", "g", "kg", "lbF", "kgF", "gF", "ozF"] = "N"
     scale_to_n: float = Field(1.0, gt=0)
     capacity_n: float = Field(100.0, gt=0)
+
+    @model_validator(mode="after")
+    def _scale_matches_unit(self) -> LoadCellConfig:
+        # unit = "g" with the default scale_to_n = 1.0 would read grams as newtons: refuse, do not guess
+        per_unit = FORCE_UNIT_TO_N[self.unit]
+        if abs(self.scale_to_n / per_unit - 1.0) > SCALE_TOLERANCE:
+            raise ValueError(
+                f"scale_to_n = {self.scale_to_n:g} N per unit contradicts unit = {self.unit!r} "
+                f"({per_unit:g} N per {self.unit}); set scale_to_n = {per_unit:g} or correct the unit"
+            )
+        return self
 
 
 class PressConfig(_Section):

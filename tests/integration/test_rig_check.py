@@ -134,6 +134,8 @@ def test_rig_check_reports_an_active_press_alarm_and_does_not_reset_it(simulator
         # a cross-field error has no single location; the message names the key (rig/cli.py prints it as
         # rich markup, which swallows the "[buses.rs232]" in "names no [buses.rs232] section": not asserted)
         ('bus = "rs485"', 'bus = "rs232"', "load_cell.bus = 'rs232'", "have ['gauge', 'rs485']"),
+        # a transmitter calibrated in grams with the default scale would read grams as newtons
+        ('unit = "N"', 'unit = "g"', "{file}: load_cell: ", "scale_to_n = 1 N per unit contradicts unit = 'g'"),
     ],
 )
 def test_a_broken_config_exits_2_naming_the_file_and_the_key(
