@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -123,3 +124,29 @@ def test_pause_resume_abort_from_another_terminal(tmp_path: Path) -> None:
     assert any("-> aborted" in m for m in states)
     # samples taken while paused are flagged
     assert any(s.flags & 8 for s in read_samples(run_dir / "run.sqlite"))
+
+
+def test_sigterm_brings_the_run_to_a_safe_stop(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-c", "from rig.cli import app; app()", "run", str(SHORT), "--sim", "--speed", "50"]
+    proc = subprocess.Popen(
+        [*cmd, "--runs", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    try:
+        ready = _wait_for(lambda: list(runs.glob("*/sim-ready.json")), 60, "the simulator")
+        control = json.loads(ready[0].read_text())["control"]
+        _wait_for(lambda: control_request(control, {"cmd": "state"})["state"]["current_a"] < -1e-4, 120, "plating")
+        proc.send_signal(signal.SIGTERM)
+        # the current goes off at once, before the process is gone
+        _wait_for(lambda: control_request(control, {"cmd": "state"})["state"]["current_a"] == 0.0, 10, "current off")
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 1
+    run_dir = _run_dir(runs)
+    assert json.loads((run_dir / "summary.json").read_text())["state"] == "aborted"
+    msgs = [e["message"] for e in read_events(run_dir / "run.sqlite") if e["kind"] == "state"]
+    assert any("signal SIGTERM" in m for m in msgs)
