@@ -44,7 +44,7 @@ def check(
     try:
         cfg = load_config(config)
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from exc
     reports = asyncio.run(run_check(cfg, clock=ExperimentClock(speed=cfg.clock.speed)))
     console.print(f"[bold]rig check[/bold]: {cfg.rig.name} ({config})")
@@ -56,11 +56,11 @@ def check(
         for key, value in rep.safety.items():
             console.print(f"  {key} = {value}")
         if rep.error:
-            console.print(f"  [red]{rep.error}[/red]")
+            console.print(f"  {rep.error}", style="red", markup=False, highlight=False)
     console.print()
     failed = [r for r in reports if not r.ok]
     for rep in failed:
-        console.print(f"[red]FAILED {rep.device}: {rep.error}[/red]")
+        console.print(f"FAILED {rep.device}: {rep.error}", style="red", markup=False, highlight=False)
     if failed:
         raise typer.Exit(1)
     console.print("[green]all devices OK[/green]")
