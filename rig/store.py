@@ -49,9 +49,13 @@ class Sample:
     cycle: int
     charge_c: float
     flags: int = 0
+    deposit_um: float | None = None  # operando deposit thickness estimate (rig.porosity), None before plating
+    stiffness_n_per_um: float | None = None  # the controller's online stack stiffness estimate
 
 
 _SAMPLE_COLUMNS = [f.name for f in fields(Sample)]
+# columns added after schema 1: (name, SQL type); older databases get them on open, readers default them to None
+_ADDED_COLUMNS = [("deposit_um", "REAL"), ("stiffness_n_per_um", "REAL")]
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,7 +64,8 @@ CREATE TABLE IF NOT EXISTS samples (
     test_time_s REAL NOT NULL, unix_time_s REAL NOT NULL,
     voltage_v REAL, current_a REAL, pressure_pa REAL, setpoint_pa REAL, force_n REAL, position_um REAL,
     step_index INTEGER NOT NULL, step_count INTEGER NOT NULL, cycle INTEGER NOT NULL,
-    charge_c REAL NOT NULL, flags INTEGER NOT NULL
+    charge_c REAL NOT NULL, flags INTEGER NOT NULL,
+    deposit_um REAL, stiffness_n_per_um REAL
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -97,6 +102,11 @@ def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
         if not exists:
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.executescript(_SCHEMA)
+        elif create:
+            have = _sample_columns_present(conn)
+            for name, sql_type in _ADDED_COLUMNS:
+                if name not in have:
+                    conn.execute(f"ALTER TABLE samples ADD COLUMN {name} {sql_type}")
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: cannot open the run database: {exc}; it is left untouched") from exc
     return conn
@@ -276,11 +286,16 @@ def _commit(
             conn.execute("INSERT OR REPLACE INTO progress VALUES (1, ?, ?, ?, ?, ?, ?)", progress)
 
 
+def _sample_columns_present(conn: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in conn.execute("PRAGMA table_info(samples)")}
+
+
 def read_samples(path: Path) -> list[Sample]:
-    """All samples of a run database, in order (read-only)."""
+    """All samples of a run database, in order (read-only); columns an older database lacks read as None."""
     conn = _connect(path, create=False)
     try:
-        cols = ", ".join(_SAMPLE_COLUMNS)
+        have = _sample_columns_present(conn)
+        cols = ", ".join(c if c in have else "NULL" for c in _SAMPLE_COLUMNS)
         rows: Iterable[tuple[Any, ...]] = conn.execute(f"SELECT {cols} FROM samples ORDER BY id")
         return [Sample(*row) for row in rows]
     finally:
