@@ -1,0 +1,252 @@
+"""Operando deposit thickness and apparent porosity from the press itself (pure: no I/O, no numpy).
+
+The press holds the force, so a growing deposit makes it retreat. Positive press position closes the press; the
+stack (spring + frame + cell) has the series stiffness `k` the controller measures online. The stack thickness
+change since a reference reading is the press retreat corrected for the compliance:
+
+    Δh = −(Δx − ΔF/k)
+
+(at constant force Δh = −Δx; if the force rose by ΔF at a fixed position the stack grew by ΔF/k).
+
+Besides the deposit, the stack thins by creep while it is held (Na creeps under pressure: a power law with strain
+hardening, fast at first, slower later), which at 180–250 kPa is as large as the deposit itself. So the thickness
+is not a point ratio Δh / q: it is a fit over a window of the whole trace,
+
+    Δh(t) = h0 + s·q(t) − A·[(1 + (t − t_load)/τ)^m − 1]
+
+with q the net areal charge deposited (plated − stripped, mAh/cm²), s the thickness per charge (µm per mAh/cm²),
+and the last term primary creep since the load was applied (A ≥ 0; τ and m found by a small grid search, h0, s
+and A by linear least squares). Stripping removes thickness at the same s, so a window with plating and stripping
+separates s from the creep well; during plating alone the two are told apart by the creep's curvature and by
+the rest before plating.
+
+Apparent porosity φ = 1 − s_dense / s with s_dense = 8.86 µm per mAh/cm² (dense Na); the deposit thickness at a
+point is s·q. The load cell's slow drift shows up directly as ΔF/k and is the estimate's noise floor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+NA_DENSE_UM_PER_MAH_CM2 = 8.86  # dense Na thickness per areal capacity (reference physics)
+C_PER_MAH = 3.6
+
+__all__ = [
+    "C_PER_MAH",
+    "NA_DENSE_UM_PER_MAH_CM2",
+    "DepositFit",
+    "LiveDepositEstimator",
+    "ThicknessPoint",
+    "apparent_porosity",
+    "fit_deposit",
+    "stack_change_um",
+]
+
+_TAU_GRID_S = (30.0, 60.0, 120.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0, 32000.0)
+_EXPONENT_GRID = (0.2, 0.25, 1.0 / 3.0, 0.5, 1.0)
+
+
+def stack_change_um(
+    *, position_um: float, force_n: float, ref_position_um: float, ref_force_n: float, stiffness_n_per_um: float
+) -> float:
+    """Stack thickness change since the reference: −(Δposition − ΔF/k) (µm; growth is positive)."""
+    if not stiffness_n_per_um > 0:
+        raise ValueError(f"stiffness must be > 0 N/µm, got {stiffness_n_per_um}")
+    return -((position_um - ref_position_um) - (force_n - ref_force_n) / stiffness_n_per_um)
+
+
+def apparent_porosity(thickness_um: float, q_mah_cm2: float) -> float | None:
+    """φ = 1 − 8.86 µm × q / thickness, or None when there is no deposit to speak of."""
+    if q_mah_cm2 <= 0 or thickness_um <= 0:
+        return None
+    return 1.0 - NA_DENSE_UM_PER_MAH_CM2 * q_mah_cm2 / thickness_um
+
+
+@dataclass(frozen=True)
+class ThicknessPoint:
+    """One reading for the fit: experiment time, stack change (µm, compliance corrected), net areal charge."""
+
+    t_s: float
+    h_um: float
+    q_mah_cm2: float
+
+
+@dataclass(frozen=True)
+class DepositFit:
+    """The fitted thickness model; see the module docstring."""
+
+    um_per_mah_cm2: float  # s: deposit thickness per net areal charge
+    h0_um: float
+    creep_amplitude_um: float  # A
+    creep_tau_s: float  # τ
+    creep_exponent: float  # m
+    t_load_s: float
+    rms_um: float  # residual
+    n_points: int
+    q_max_mah_cm2: float
+
+    @property
+    def porosity(self) -> float:
+        """Apparent porosity 1 − s_dense / s (may be < 0 within the noise for a dense deposit)."""
+        if self.um_per_mah_cm2 <= 0:
+            return float("nan")
+        return 1.0 - NA_DENSE_UM_PER_MAH_CM2 / self.um_per_mah_cm2
+
+    def creep_um(self, t_s: float) -> float:
+        """Creep (stack thinning) since the load was applied, as fitted."""
+        return self.creep_amplitude_um * _creep_shape(t_s - self.t_load_s, self.creep_tau_s, self.creep_exponent)
+
+    def deposit_um(self, q_mah_cm2: float) -> float:
+        """Deposit thickness for a net areal charge."""
+        return self.um_per_mah_cm2 * max(q_mah_cm2, 0.0)
+
+    def deposit_from_trace_um(self, point: ThicknessPoint) -> float:
+        """The measured stack change with the fitted offset and creep removed (the fit's data, for plots)."""
+        return point.h_um - self.h0_um + self.creep_um(point.t_s)
+
+
+def _creep_shape(dt_s: float, tau_s: float, m: float) -> float:
+    return (1.0 + max(dt_s, 0.0) / tau_s) ** m - 1.0
+
+
+def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
+    """Gaussian elimination with partial pivoting (small systems)."""
+    n = len(b)
+    m = [[*row, b[i]] for i, row in enumerate(a)]
+    for col in range(n):
+        piv = max(range(col, n), key=lambda r: abs(m[r][col]))
+        if abs(m[piv][col]) < 1e-300:
+            return None
+        m[col], m[piv] = m[piv], m[col]
+        for r in range(col + 1, n):
+            f = m[r][col] / m[col][col]
+            for c in range(col, n + 1):
+                m[r][c] -= f * m[col][c]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (m[r][n] - math.fsum(m[r][c] * x[c] for c in range(r + 1, n))) / m[r][r]
+    return x
+
+
+def _lstsq_sums(ata: list[list[float]], aty: list[float], yy: float) -> tuple[list[float], float] | None:
+    """Least squares from the normal-equation sums (scaled for conditioning); (coefficients, sum of squares)."""
+    k = len(aty)
+    scale = [math.sqrt(ata[i][i]) or 1.0 for i in range(k)]
+    a = [[ata[i][j] / (scale[i] * scale[j]) for j in range(k)] for i in range(k)]
+    b = [aty[i] / scale[i] for i in range(k)]
+    x = _solve(a, b)
+    if x is None:
+        return None
+    coef = [xi / si for xi, si in zip(x, scale, strict=True)]
+    ss = yy - 2 * sum(c * v for c, v in zip(coef, aty, strict=True))
+    ss += sum(coef[i] * ata[i][j] * coef[j] for i in range(k) for j in range(k))
+    return coef, max(ss, 0.0)
+
+
+def fit_deposit(
+    points: Sequence[ThicknessPoint], *, t_load_s: float, min_q_mah_cm2: float = 0.02, max_points: int = 600
+) -> DepositFit | None:
+    """Fit the thickness model over a window of points; None when too little charge has passed to tell."""
+    if len(points) < 8:
+        return None
+    q_max = max(p.q_mah_cm2 for p in points)
+    if q_max < min_q_mah_cm2:
+        return None
+    step = max(1, math.ceil(len(points) / max_points))
+    pts = list(points[::step])
+    n = len(pts)
+    t = [p.t_s for p in pts]
+    h = [p.h_um for p in pts]
+    q = [p.q_mah_cm2 for p in pts]
+    s1, sq, sqq = float(n), sum(q), sum(v * v for v in q)
+    sh, sqh, shh = sum(h), sum(a * b for a, b in zip(q, h, strict=True)), sum(v * v for v in h)
+    best: tuple[float, list[float], float, float] | None = None  # (ss, [h0, s, A], tau, m)
+    # no creep at all (low pressure: the creep is negligible)
+    res = _lstsq_sums([[s1, sq], [sq, sqq]], [sh, sqh], shh)
+    if res is not None:
+        coef, ss = res
+        best = (ss, [coef[0], coef[1], 0.0], _TAU_GRID_S[0], _EXPONENT_GRID[0])
+    for tau in _TAU_GRID_S:
+        for m in _EXPONENT_GRID:
+            g = [-_creep_shape(ti - t_load_s, tau, m) for ti in t]  # creep thins the stack
+            sg, sgg = sum(g), sum(v * v for v in g)
+            sqg, sgh = sum(a * b for a, b in zip(q, g, strict=True)), sum(a * b for a, b in zip(g, h, strict=True))
+            res = _lstsq_sums([[s1, sq, sg], [sq, sqq, sqg], [sg, sqg, sgg]], [sh, sqh, sgh], shh)
+            if res is None:
+                continue
+            coef, ss = res
+            if coef[2] < 0:  # creep only thins the stack; the no-creep fit covers this case
+                continue
+            if best is None or ss < best[0]:
+                best = (ss, coef, tau, m)
+    if best is None:
+        return None
+    ss, (h0, slope, amp), tau, m = best
+    return DepositFit(slope, h0, amp, tau, m, t_load_s, math.sqrt(ss / n), n, q_max)
+
+
+class LiveDepositEstimator:
+    """Deposit thickness during a run, sample by sample, for the run's data.
+
+    The reference reading is taken once the pressure is first held in band (`hold(...)`); from then on every
+    reading adds a point. The fit is redone every `refit_every_s` of experiment time over the whole history
+    (decimated to a few hundred points: a few ms), so the value shown sharpens as the charge grows. Before enough
+    charge has passed the deposit is None.
+    """
+
+    def __init__(self, *, area_cm2: float, refit_every_s: float = 60.0, max_points: int = 4000) -> None:
+        if not area_cm2 > 0:
+            raise ValueError(f"electrode area must be > 0 cm², got {area_cm2}")
+        self.area_cm2 = area_cm2
+        self._refit_every_s = refit_every_s
+        self._max_points = max_points
+        self._ref: tuple[float, float] | None = None  # (position_um, force_n)
+        self._t_load: float | None = None
+        self._points: list[ThicknessPoint] = []
+        self._last_fit_t = -math.inf
+        self.fit: DepositFit | None = None
+
+    def add(
+        self,
+        *,
+        t_s: float,
+        position_um: float | None,
+        force_n: float | None,
+        stiffness_n_per_um: float | None,
+        net_charge_c: float,
+        holding: bool,
+    ) -> float | None:
+        """Take one reading (`holding`: the controller holds the setpoint); returns the deposit estimate (µm)."""
+        if position_um is None or force_n is None or not stiffness_n_per_um or stiffness_n_per_um <= 0:
+            return self.current_um(net_charge_c)
+        if self._ref is None:
+            if not holding:
+                return None
+            self._ref = (position_um, force_n)
+            self._t_load = t_s
+        ref_x, ref_f = self._ref
+        h = stack_change_um(
+            position_um=position_um,
+            force_n=force_n,
+            ref_position_um=ref_x,
+            ref_force_n=ref_f,
+            stiffness_n_per_um=stiffness_n_per_um,
+        )
+        self._points.append(ThicknessPoint(t_s, h, net_charge_c / C_PER_MAH / self.area_cm2))
+        if len(self._points) > self._max_points:  # keep every other point of the older half: bounded memory
+            half = len(self._points) // 2
+            self._points = self._points[:half:2] + self._points[half:]
+        if t_s - self._last_fit_t >= self._refit_every_s and self._t_load is not None:
+            self._last_fit_t = t_s
+            fit = fit_deposit(self._points, t_load_s=self._t_load, max_points=300)
+            if fit is not None:
+                self.fit = fit
+        return self.current_um(net_charge_c)
+
+    def current_um(self, net_charge_c: float) -> float | None:
+        """The deposit thickness for a net charge by the latest fit (None before one exists)."""
+        if self.fit is None:
+            return None
+        return self.fit.deposit_um(net_charge_c / C_PER_MAH / self.area_cm2)
