@@ -175,7 +175,8 @@ class ControllerStatus:
     noise_n: float
     feed_forward: bool
     cell_current_a: float
-    growth_scale: float
+    growth_scale: float  # real growth / predicted dense growth (estimate)
+    drift_um_per_s: float  # learned slow drift of the stack (creep: negative)
     predicted_growth_um: float
     saturated: bool
     sensor_ok: bool
@@ -287,6 +288,7 @@ class PressureController:
         self._period_ema_s = s.period_s
         self._periods: deque[float] = deque(maxlen=s.stats_window)
         self._t_prev_cycle: float | None = None
+        self._timing_cache: tuple[int, tuple[float, float, float]] | None = None
         self._counts = {"cycles": 0, "moves": 0, "invalid": 0, "stale": 0, "read_errors": 0, "move_errors": 0,
                         "overruns": 0}
         self._cycle_event = asyncio.Event()
@@ -532,20 +534,26 @@ class PressureController:
         """The present mode."""
         return self._mode
 
+    @property
+    def pressure_kpa(self) -> float | None:
+        """The last usable measured (tared) pressure; None while the sensor is not usable."""
+        return self._last_pressure
+
+    @property
+    def moves(self) -> int:
+        """Moves commanded so far."""
+        return self._counts["moves"]
+
+    def reset_timing_stats(self) -> None:
+        """Forget the loop periods measured so far (rate and jitter start again)."""
+        self._periods.clear()
+        self._t_prev_cycle = None
+        self._timing_cache = None
+
     def status(self) -> ControllerStatus:
         """A snapshot of the controller."""
         kpa = 1e3 * self.area_m2
-        periods = list(self._periods)
-        speed = self._clock.speed
-        nominal_wall = self.settings.period_s / speed
-        if periods:
-            wall = [p / speed for p in periods]
-            rate = len(wall) / sum(wall) if sum(wall) > 0 else 0.0
-            p50 = statistics.median(wall) * 1e3
-            jit = sorted(abs(w - nominal_wall) for w in wall)
-            jitter99 = jit[min(len(jit) - 1, math.ceil(0.99 * len(jit)) - 1)] * 1e3
-        else:
-            rate = p50 = jitter99 = 0.0
+        rate, p50, jitter99 = self._timing_stats()
         c = self._counts
         return ControllerStatus(
             mode=self._mode,
@@ -561,7 +569,8 @@ class PressureController:
             noise_n=self.law.noise_n,
             feed_forward=self._feed_forward,
             cell_current_a=self._current_a,
-            growth_scale=self.law.growth.s,
+            growth_scale=self.law.disturbance.s,
+            drift_um_per_s=self.law.disturbance.c_um_per_s,
             predicted_growth_um=self._predicted_growth_um,
             saturated=self._saturated,
             sensor_ok=self._sensor_ok,
@@ -579,6 +588,26 @@ class PressureController:
             trip=self._trip,
             last_error=self._last_error,
         )
+
+    def _timing_stats(self) -> tuple[float, float, float]:
+        """(cycles per wall second, median wall period ms, p99 |period − nominal| ms); recomputed every 50 cycles."""
+        cycles = self._counts["cycles"]
+        if self._timing_cache is not None and cycles - self._timing_cache[0] < 50 and self._periods:
+            return self._timing_cache[1]
+        speed = self._clock.speed
+        nominal_wall = self.settings.period_s / speed
+        wall = [p / speed for p in self._periods]
+        if wall and sum(wall) > 0:
+            jit = sorted(abs(w - nominal_wall) for w in wall)
+            stats = (
+                len(wall) / sum(wall),
+                statistics.median(wall) * 1e3,
+                jit[min(len(jit) - 1, math.ceil(0.99 * len(jit)) - 1)] * 1e3,
+            )
+        else:
+            stats = (0.0, 0.0, 0.0)
+        self._timing_cache = (cycles, stats)
+        return stats
 
     # ------------------------------------------------------------------------------------------ the loop
 
@@ -659,7 +688,8 @@ class PressureController:
         else:
             self._identical = 0
         self._last_value = reading.value_n if reading.valid else None
-        max_age = self.settings.stale_periods * max(self.settings.period_s, self._period_ema_s)
+        last_period = self._periods[-1] if self._periods else 0.0
+        max_age = self.settings.stale_periods * max(self.settings.period_s, self._period_ema_s, last_period)
         verdict = classify_reading(
             valid=reading.valid,
             seq=reading.seq,

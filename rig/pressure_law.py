@@ -20,9 +20,11 @@ docs/decisions/0011-pressure-control-law.md:
 - Per-cycle move limit = `max_step_force_n / k_upper`, where `k_upper` is the rig's maximum stiffness until the
   stack has been measured and `stiffness_safety × k_est` after: one cycle can never change the force by more
   than `max_step_force_n`, even on the stiffest stack. Also at most the travel the press makes in one period.
-- Feed-forward (switchable): the predicted dense-Na growth, 8.86 µm per mAh/cm² of charge, scaled by an online
-  estimate `s` of the real growth (`GrowthScaleEstimator`), is given back by the press as it accumulates, at
-  half a pulse, before a force error appears.
+- Feed-forward (switchable): the penetration the stack will gain before the next reading — the predicted
+  dense-Na growth (8.86 µm per mAh/cm² of the charge the current passes), scaled by an online estimate `s` of
+  the real growth, plus the slow drift `c` (creep), both learned from the measured response
+  (`DisturbanceEstimator`) — is acted on now: the deadband test uses the predicted error and the move gives
+  that displacement back on top of the feedback, before a force error appears.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Final
 __all__ = [
     "COULOMB_PER_MAH",
     "NA_DENSE_UM_PER_MAH_CM2",
-    "GrowthScaleEstimator",
+    "DisturbanceEstimator",
     "LawSettings",
     "Move",
     "PressureLaw",
@@ -54,6 +56,11 @@ def deposit_growth_um(current_a: float, dt_s: float, area_cm2: float) -> float:
     """Predicted dense-Na deposit growth for a current over `dt_s`; plating (negative current) grows it."""
     charge_mah = -current_a * dt_s / COULOMB_PER_MAH
     return charge_mah / area_cm2 * NA_DENSE_UM_PER_MAH_CM2
+
+
+def _round_half_away(x: float) -> int:
+    """Round to the nearest integer, halves away from zero (symmetric, unlike round())."""
+    return int(math.copysign(math.floor(abs(x) + 0.5), x))
 
 
 # --------------------------------------------------------------------------------------- reading freshness
@@ -102,6 +109,8 @@ class SetpointRamp:
         self.target_n = value_n
         self.rate_n_per_s = math.inf
         self._t_s: float | None = None
+        self._dt_s = 0.0
+        self._growth_rate_um_per_s = 0.0
 
     def set_target(self, target_n: float, rate_n_per_s: float, *, t_s: float, start_n: float | None = None) -> None:
         """Ramp to `target_n` from the present value (or from `start_n`: bumpless transfer)."""
@@ -186,14 +195,16 @@ class StiffnessEstimator:
 # ----------------------------------------------------------------------------- feed-forward scale estimate
 
 
-class GrowthScaleEstimator:
-    """The real growth per predicted growth `s`, and a background drift rate `c` (µm/s, e.g. −creep).
+class DisturbanceEstimator:
+    """What pushes the stack between moves: real growth per predicted growth `s`, plus a drift `c` (µm/s).
 
-    Model over a window: the stack gained `s·Δh + c·Δt` of penetration (Δh = predicted dense growth), which the
-    measured response shows as `ΔF/k − Δx` (force change not yet corrected, minus what the press gave back). A
-    two-state Kalman filter with a confident prior on s = 1 and a loose one on c: during a constant current the
-    two regressors are collinear and the deviation goes into c; when the current changes (plate → strip) s is
-    resolved. Only `s` is used by the feed-forward.
+    Model over a window: the stack gained `s·Δh + c·Δt` of penetration (Δh = predicted dense growth from the
+    charge; c·Δt = creep and any other slow drift, negative when the stack relaxes), which the measured response
+    shows as `ΔF/k − Δx` (force change not yet corrected, minus what the press gave back). A two-state Kalman
+    filter: a confident prior on s = 1 that changes slowly, a loose prior on c that may wander in proportion to
+    its size (a power-law creep rate decays quickly at first, slowly later).
+    During a constant current the two regressors are collinear and the deviation goes into c; when the current
+    changes (plate → strip) s is resolved.
     """
 
     def __init__(
@@ -201,16 +212,20 @@ class GrowthScaleEstimator:
         *,
         s_prior: float = 1.0,
         s_sigma: float = 0.15,
-        c_sigma_um_per_s: float = 0.003,
+        c_sigma_um_per_s: float = 0.01,
         s_bounds: tuple[float, float] = (0.5, 2.5),
+        c_bound_um_per_s: float = 0.1,
         s_walk_per_window: float = 0.005,
-        c_walk_um_per_s: float = 3e-5,
+        c_walk_fraction: float = 0.2,
+        c_walk_min_um_per_s: float = 2e-5,
     ) -> None:
         self.s = s_prior
         self.c_um_per_s = 0.0
         self.s_bounds = s_bounds
+        self.c_bound_um_per_s = c_bound_um_per_s
         self._p = [[s_sigma**2, 0.0], [0.0, c_sigma_um_per_s**2]]
-        self._q = (s_walk_per_window**2, c_walk_um_per_s**2)
+        self._s_walk = s_walk_per_window
+        self._c_walk = (c_walk_fraction, c_walk_min_um_per_s)
         self.updates = 0
 
     def update(self, *, growth_um: float, dt_s: float, gained_um: float, noise_um: float) -> None:
@@ -218,8 +233,8 @@ class GrowthScaleEstimator:
         if dt_s <= 0 or not all(math.isfinite(v) for v in (growth_um, gained_um, noise_um)):
             return
         p = self._p
-        p[0][0] += self._q[0]
-        p[1][1] += self._q[1]
+        p[0][0] += self._s_walk**2
+        p[1][1] += (self._c_walk[0] * abs(self.c_um_per_s) + self._c_walk[1]) ** 2  # creep decays: c may wander
         phi = (growth_um, dt_s)
         pphi = (p[0][0] * phi[0] + p[0][1] * phi[1], p[1][0] * phi[0] + p[1][1] * phi[1])
         innov_var = phi[0] * pphi[0] + phi[1] * pphi[1] + max(noise_um, 1e-6) ** 2
@@ -233,7 +248,12 @@ class GrowthScaleEstimator:
         ]
         lo, hi = self.s_bounds
         self.s = min(max(self.s, lo), hi)
+        self.c_um_per_s = min(max(self.c_um_per_s, -self.c_bound_um_per_s), self.c_bound_um_per_s)
         self.updates += 1
+
+    def predict_um(self, growth_um: float, dt_s: float) -> float:
+        """Penetration the stack will gain from this growth over `dt_s`."""
+        return self.s * growth_um + self.c_um_per_s * dt_s
 
 
 # ------------------------------------------------------------------------------------------------ the law
@@ -308,14 +328,13 @@ class PressureLaw:
             prior_um2=s.stiffness_prior_um2,
             memory_n2=s.stiffness_memory_n2,
         )
-        self.growth = GrowthScaleEstimator()
+        self.disturbance = DisturbanceEstimator()
         self.noise_n = s.noise_floor_n
-        self._noise_var = s.noise_floor_n**2 * 2
+        self._noise_var = s.noise_floor_n**2 * 6
+        self._prev2: float | None = None
         self.hunt_factor = 1.0
-        self.ff_residual_um = 0.0
-        self._ff_aligned = False
         self.growth_total_um = 0.0  # cumulative predicted dense growth (unscaled)
-        self._scaled_growth_um = 0.0  # cumulative growth × the scale in force when it happened
+        self._scaled_growth_um = 0.0  # cumulative predicted penetration gained (growth × s + drift)
         self._prev: tuple[float, float] | None = None  # (force, position) at the previous reading
         self._win: tuple[float, float] | None = None  # (x_net, force) at the window start
         self._win_readings = 0
@@ -325,6 +344,8 @@ class PressureLaw:
         self._step_index = 0
         self._ff_win: tuple[float, float, float, float, float] | None = None  # t, F̄, x, h, k at the start
         self._f_filt: float | None = None
+        self._ff_win_dirty = False
+        self._reference_n: float | None = None
         self._t_s: float | None = None
 
     # ---------------------------------------------------------------- settings
@@ -355,13 +376,12 @@ class PressureLaw:
     def restart(self) -> None:
         """Forget the observation windows (after a gap in the data or a re-engage); keeps the estimates."""
         self._prev = None
+        self._prev2 = None
         self._win = None
         self._win_readings = 0
         self._win_moved = False
         self._ff_win = None
         self._f_filt = None
-        self.ff_residual_um = 0.0
-        self._ff_aligned = False
         self._fb_history.clear()
 
     # ---------------------------------------------------------------- observing
@@ -371,14 +391,17 @@ class PressureLaw:
         predicted dense growth since the previous reading."""
         s = self.settings
         self._step_index += 1
+        self._dt_s = 0.0 if self._t_s is None else max(0.0, t_s - self._t_s)
+        self._growth_rate_um_per_s = growth_um / self._dt_s if self._dt_s > 0 else 0.0
         self.growth_total_um += growth_um
-        self._scaled_growth_um += self.growth.s * growth_um
+        self._scaled_growth_um += self.disturbance.predict_um(growth_um, self._dt_s)
         x_net = position_um + self._scaled_growth_um
-        # noise: differences of readings while the press rests and has settled
-        if self._prev is not None and self._since_move >= s.settle_readings:
-            d = force_n - self._prev[0]
-            self._noise_var += 0.02 * (min(d * d, 400 * self._noise_var) - self._noise_var)
-            self.noise_n = min(max(math.sqrt(self._noise_var / 2), s.noise_floor_n), 20 * s.noise_floor_n)
+        # noise: second differences of readings while the press rests (a steady drift cancels out)
+        if self._prev is not None and self._prev2 is not None and self._since_move >= s.settle_readings + 1:
+            d2 = force_n - 2 * self._prev[0] + self._prev2
+            self._noise_var += 0.02 * (min(d2 * d2, 400 * self._noise_var) - self._noise_var)
+            self.noise_n = min(max(math.sqrt(self._noise_var / 6), s.noise_floor_n), 20 * s.noise_floor_n)
+        self._prev2 = self._prev[0] if self._prev is not None else None
         self._prev = (force_n, position_um)
         # stiffness: one window per move episode, closed once settled (or when long)
         if self._win is None or not self._win_moved:
@@ -396,21 +419,25 @@ class PressureLaw:
                 self._win_moved = False
         self._since_move += 1
         self.hunt_factor = max(1.0, self.hunt_factor * s.hunt_relax_per_step)
-        # growth scale: windows of ff_window_s, on a filtered force
+        # disturbance: windows of ff_window_s on a filtered force, in contact and at a steady reference only
         self._f_filt = force_n if self._f_filt is None else self._f_filt + s.ff_filter * (force_n - self._f_filt)
         k = self.stiffness.value
-        if self._ff_win is None:
-            self._ff_win = (t_s, self._f_filt, position_um, self.growth_total_um, k)
+        in_contact = force_n > s.learn_above_n
+        if self._ff_win is None or not in_contact:
+            self._ff_win = (t_s, self._f_filt, position_um, self.growth_total_um, k) if in_contact else None
+            self._ff_win_dirty = False
         else:
             t0, f0, xw, h0, k0 = self._ff_win
             if t_s - t0 >= s.ff_window_s:
-                k_mean = 0.5 * (k0 + k)
-                gained = (self._f_filt - f0) / k_mean - (position_um - xw)
-                noise_um = 2 * self.noise_n / k_mean + 0.5 * s.um_per_pulse  # noise and the ±½-pulse sawtooth
-                self.growth.update(
-                    growth_um=self.growth_total_um - h0, dt_s=t_s - t0, gained_um=gained, noise_um=noise_um
-                )
+                if not self._ff_win_dirty:
+                    k_mean = 0.5 * (k0 + k)
+                    gained = (self._f_filt - f0) / k_mean - (position_um - xw)
+                    noise_um = 2 * self.noise_n / k_mean + 0.5 * s.um_per_pulse  # noise and the ±½-pulse sawtooth
+                    self.disturbance.update(
+                        growth_um=self.growth_total_um - h0, dt_s=t_s - t0, gained_um=gained, noise_um=noise_um
+                    )
                 self._ff_win = (t_s, self._f_filt, position_um, self.growth_total_um, k)
+                self._ff_win_dirty = False
         self._t_s = t_s
 
     # ---------------------------------------------------------------- deciding
@@ -424,63 +451,55 @@ class PressureLaw:
         lower_um: float,
         upper_um: float,
         feed_forward: bool = False,
-        growth_um: float = 0.0,
         max_step_um: float | None = None,
     ) -> Move:
-        """The move for this cycle (call `observe` with the same reading first). Pure: nothing is sent."""
+        """The move for this cycle (call `observe` with the same reading first). Pure: nothing is sent.
+
+        With `feed_forward`, the penetration the stack is predicted to gain before the next reading (growth
+        rate × s plus the drift c, over one period) is acted on now: the deadband test uses the predicted error,
+        and the move gives that displacement back on top of the feedback.
+        """
         s = self.settings
         p = s.um_per_pulse
         k = self.stiffness.value
+        if self._reference_n is not None and reference_n != self._reference_n:
+            self._ff_win_dirty = True  # a ramp moves the force on purpose: not a disturbance
+        self._reference_n = reference_n
         error = reference_n - force_n
+        if abs(error) > 2 * self.deadband_n():
+            self._ff_win_dirty = True  # a transient, not the slow disturbance the window measures
+        ff_um = 0.0
+        if feed_forward:
+            ff_um = -self.disturbance.predict_um(self._growth_rate_um_per_s * self._dt_s, self._dt_s)
+        predicted_error = error + k * ff_um
         band = self.deadband_n()
         feedback_um = 0.0
         limited = False
-        if abs(error) > band:
+        move_um = 0.0
+        if abs(predicted_error) > band:
             feedback_um = self.gain * error / k
-            if abs(feedback_um) < p:
-                feedback_um = math.copysign(p, error)
+            move_um = feedback_um + ff_um
+            if move_um * predicted_error <= 0 or abs(move_um) < p:
+                move_um = math.copysign(p, predicted_error)
             limit = max(self.move_limit_um(max_step_um), p)
-            if abs(feedback_um) > limit:
-                feedback_um = math.copysign(limit, feedback_um)
+            if abs(move_um) > limit:
+                move_um = math.copysign(limit, move_um)
                 limited = True
-        ff_um = 0.0
-        pulses = 0
-        if feedback_um:
-            self.ff_residual_um = 0.0  # the measured error already contains the growth: no double count
-            pulses = round(feedback_um / p)
-        elif not feed_forward:
-            self.ff_residual_um = 0.0
-            self._ff_aligned = False
-        else:
-            if not self._ff_aligned and self._since_move >= s.settle_readings:
-                # phase the open-loop accumulator on the measured error: the press then moves at ±½ pulse
-                # of predicted error, symmetric about the setpoint, instead of at the deadband's edge
-                self.ff_residual_um = min(max(error / k, -0.5 * p), 0.5 * p)
-                self._ff_aligned = True
-            # the press gives back what the deposit adds, scaled by the measured response
-            self.ff_residual_um -= self.growth.s * growth_um
-            if self._ff_aligned:
-                pulses = round(self.ff_residual_um / p)
-                ff_um = pulses * p
-                self.ff_residual_um -= ff_um
-            self.ff_residual_um = min(max(self.ff_residual_um, -p), p)  # bounded: anti-windup
         here = round(position_um / p)
         lo = math.ceil(lower_um / p - 1e-9)
         hi = math.floor(upper_um / p + 1e-9)
-        target = min(max(here + pulses, lo), hi)
-        wanted = here + pulses
+        wanted = here + _round_half_away(move_um / p)
+        target = min(max(wanted, lo), hi)
         saturated = target != wanted or (error > band and here >= hi) or (error < -band and here <= lo)
-        if saturated:
-            self.ff_residual_um = 0.0
         pulses = target - here
         if pulses:
-            self._note_move(pulses, feedback=bool(feedback_um))
+            self._note_move(pulses, feedback=True)
         return Move(
             target_um=target * p,
             pulses=pulses,
             error_n=error,
             deadband_n=band,
-            feedback_um=feedback_um,
+            feedback_um=feedback_um if pulses else 0.0,
             feed_forward_um=ff_um,
             limited=limited,
             saturated=saturated,
@@ -509,7 +528,6 @@ class PressureLaw:
             lower_um=lower_um,
             upper_um=upper_um,
             feed_forward=feed_forward,
-            growth_um=growth_um,
             max_step_um=max_step_um,
         )
 
@@ -526,7 +544,6 @@ class PressureLaw:
         s = self.settings
         self._win_moved = True
         self._since_move = 0
-        self._ff_aligned = False  # re-phase the feed-forward on the next settled reading
         if feedback:
             sign = 1 if pulses > 0 else -1
             if self._fb_history:

@@ -112,7 +112,6 @@ async def test_saturation_winds_nothing_up_and_the_release_stays_within_the_goal
             assert rig.counter_pulses * 0.625 <= upper
             if st.pressure_kpa is not None:
                 worst_lead = max(worst_lead, st.reference_kpa - st.pressure_kpa)
-            assert abs(ctl.law.ff_residual_um) <= 0.625
         saturated_kpa = rig.true_kpa()
         assert saturated_kpa < 200.0
         assert worst_lead <= 2 * st.deadband_kpa + 0.5  # the reference did not run away to 250 kPa
