@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -175,4 +175,70 @@ def campaign(
     for table in ice_table(entries):
         console.print(table)
     if any(e.state != "completed" for e in entries):
+        raise typer.Exit(1)
+
+
+def _mqtt_settings(broker: str, username: str | None, password: str | None, prefix: str, rig_id: str) -> Any:
+    from rig.telemetry import MqttSettings
+
+    host, _, port = broker.rpartition(":")
+    if not host:
+        host, port = broker, "1883"
+    return MqttSettings(
+        host=host,
+        port=int(port),
+        rig_id=rig_id,
+        username=username,
+        password=password if password is not None else os.environ.get("RIG_MQTT_PASSWORD"),
+        prefix=prefix,
+    )
+
+
+_BROKER = typer.Option("--broker", help="MQTT broker host[:port]")
+_USER = typer.Option("--username", help="broker account")
+_PASS = typer.Option("--password", help="broker password (default: $RIG_MQTT_PASSWORD)")
+_PREFIX = typer.Option("--prefix", help="topic prefix")
+
+
+@app.command()
+def watch(
+    broker: Annotated[str, _BROKER] = "127.0.0.1:1883",
+    username: Annotated[str | None, _USER] = None,
+    password: Annotated[str | None, _PASS] = None,
+    prefix: Annotated[str, _PREFIX] = "rig",
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+) -> None:
+    """The fleet view: every rig on the broker with its state, pressure and step."""
+    from rig.watch_cmd import watch as do_watch
+
+    settings = _mqtt_settings(broker, username, password, prefix, "watch")
+    try:
+        asyncio.run(do_watch(settings, Console(), duration_s=duration))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def send(
+    command: Annotated[str, typer.Argument(help="pause, resume, abort or ack")],
+    rig_id: Annotated[str, typer.Option("--rig", help="the rig's id on the broker")],
+    broker: Annotated[str, _BROKER] = "127.0.0.1:1883",
+    username: Annotated[str | None, _USER] = None,
+    password: Annotated[str | None, _PASS] = None,
+    prefix: Annotated[str, _PREFIX] = "rig",
+    secret: Annotated[str | None, typer.Option(help="command signing secret (default: $RIG_COMMAND_SECRET)")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the rig's reply")] = 10.0,
+) -> None:
+    """Send one command to one rig over the broker and print its reply."""
+    from rig.remote_commands import ALLOWED
+    from rig.watch_cmd import send as do_send
+
+    if command not in ALLOWED:
+        Console(stderr=True).print(f"only {', '.join(sorted(ALLOWED))} can be sent", highlight=False)
+        raise typer.Exit(2)
+    settings = _mqtt_settings(broker, username, password, prefix, rig_id)
+    key = secret or os.environ.get("RIG_COMMAND_SECRET")
+    reply = asyncio.run(do_send(settings, command, rig_id, secret=key, timeout_s=timeout))
+    Console().print_json(data=reply)
+    if not reply.get("ok"):
         raise typer.Exit(1)

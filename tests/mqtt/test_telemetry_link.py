@@ -80,7 +80,7 @@ async def test_a_viewer_receives_telemetry_and_status_but_cannot_command(broker:
             msgs = await _collect(viewer, 6)
             topics = [m.topic.value for m in msgs]
             assert "rig/rig-a/status" in topics
-            tele = [json.loads(m.payload) for m in msgs if m.topic.value == "rig/rig-a/telemetry"]  # type: ignore[arg-type]
+            tele = [json.loads(m.payload) for m in msgs if m.topic.value == "rig/rig-a/telemetry"]
             assert [t["pressure_kpa"] for t in tele] == [180.0 + i * 0.01 for i in range(len(tele))]
             assert tele and all(t["schema"] == 1 and t["rig"] == "rig-a" for t in tele)
             # the viewer tries to pause the rig: the broker's ACL drops it, nothing acts, no reply
@@ -97,7 +97,7 @@ async def _send(broker: Broker, payload: bytes) -> dict[str, Any]:
         await op.publish("rig/rig-a/command", payload, qos=1)
         msgs = await _collect(op, 1, timeout_s=5.0)
     assert msgs, "no reply"
-    reply: dict[str, Any] = json.loads(msgs[0].payload)  # type: ignore[arg-type]
+    reply: dict[str, Any] = json.loads(msgs[0].payload)
     return reply
 
 
@@ -154,7 +154,7 @@ async def test_a_retained_command_waiting_on_the_broker_is_rejected(broker: Brok
         async with running_link(broker, rec):
             msgs = await _collect(op, 1)
         await op.publish("rig/rig-a/command", b"", qos=1, retain=True)
-    reply = json.loads(msgs[0].payload)  # type: ignore[arg-type]
+    reply = json.loads(msgs[0].payload)
     assert reply["ok"] is False and "retained" in reply["reason"]
     assert rec.calls == []
     assert rec.events and rec.events[-1][0] == "remote_command_rejected"
@@ -186,7 +186,7 @@ async def test_status_goes_offline_on_close_and_by_last_will(broker: Broker) -> 
     async with mqtt_client(_settings(broker, "viewer"), identifier="viewer-2") as viewer:
         await viewer.subscribe("rig/rig-a/status")
         msgs = await _collect(viewer, 1)
-    assert msgs and msgs[0].retain and json.loads(msgs[0].payload)["state"] == "offline"  # type: ignore[arg-type]
+    assert msgs and msgs[0].retain and json.loads(msgs[0].payload)["state"] == "offline"
 
 
 async def test_a_broker_outage_never_blocks_producers_and_telemetry_resumes(broker: Broker) -> None:
@@ -212,7 +212,7 @@ async def test_a_broker_outage_never_blocks_producers_and_telemetry_resumes(brok
             await viewer.subscribe("rig/rig-a/telemetry")
             link.publish_telemetry({"n": 1000})
             msgs = await _collect(viewer, 51)
-        ns = [json.loads(m.payload)["n"] for m in msgs]  # type: ignore[arg-type]
+        ns = [json.loads(m.payload)["n"] for m in msgs]
         # telemetry resumed by itself: the newest message arrives, after whatever of the backlog was still queued
         assert ns[-1] == 1000
         assert all(n >= 450 for n in ns)  # the oldest were the ones dropped
