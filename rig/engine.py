@@ -23,6 +23,7 @@ from drivers.interfaces import GalvanostaticConfig, Potentiostat, PotentiostatRe
 from protocols.plan import Plan, PlannedHold, PlannedPlate, PlannedPressure, PlannedRest, PlannedStep, PlannedStrip
 from rig.clock import unix_now
 from rig.coulombic import CoulombicLedger
+from rig.porosity import LiveDepositEstimator
 from rig.pressure_controller import ControllerMode, PressureController
 from rig.store import FLAG_PAUSED, RunStore, Sample
 
@@ -151,6 +152,9 @@ class RunEngine:
         self._t_start = 0.0
         self._remaining_est_s = plan.estimated_duration_s
         self.ocv_v: dict[int, float] = {}
+        # operando deposit thickness (issue 7): net deposited charge = ledger + the running step's, signed
+        self._deposit = LiveDepositEstimator(area_cm2=plan.electrode_area_m2 * 1e4)
+        self._electro_sign = 0  # +1 while a plate step counts charge, -1 while a strip does
 
     # ------------------------------------------------------------------ operator commands
     async def pause(self) -> dict[str, Any]:
@@ -323,6 +327,7 @@ class RunEngine:
     async def _galvanostatic_step(self, step: PlannedPlate | PlannedStrip) -> None:
         plate = isinstance(step, PlannedPlate)
         current = step.current_a
+        self._electro_sign = 1 if plate else -1
         self._step_charge_c = 0.0
         self._time_in_step_s = 0.0
         await self._source(current, integrate=True)
@@ -368,6 +373,7 @@ class RunEngine:
         finally:
             await self._current_off()
             self.ledger.add(step.cycle, "plate" if plate else "strip", self._step_charge_c)
+            self._electro_sign = 0
         self._event(
             "step_end",
             f"{'plate' if plate else 'strip'} ended: {reason}; {self._step_charge_c / 3.6:.4f} mAh",
@@ -470,11 +476,27 @@ class RunEngine:
                     step_count=self._step_i + 1,
                     cycle=step.cycle if step else 0,
                     charge_c=self._step_charge_c,
+                    deposit_um=self._deposit_um(st, t),
+                    stiffness_n_per_um=st.stiffness_n_per_um,
                     flags=FLAG_PAUSED if self.state is RunState.PAUSED else 0,
                 )
             )
         if self._on_progress is not None:
             self._on_progress(self.progress())
+
+    def _deposit_um(self, st: Any, t: float) -> float | None:
+        """The live deposit thickness estimate (rig.porosity) for this reading."""
+        net_c = math.fsum(p.plated_c - p.stripped_c for p in self.ledger.pairs.values())
+        net_c += self._electro_sign * self._step_charge_c
+        in_band = st.pressure_kpa is not None and abs(st.pressure_kpa - st.setpoint_kpa) <= 0.05 * st.setpoint_kpa
+        return self._deposit.add(
+            t_s=t,
+            position_um=st.position_um,
+            force_n=st.force_abs_n,
+            stiffness_n_per_um=st.stiffness_n_per_um,
+            net_charge_c=net_c,
+            holding=st.mode is ControllerMode.HOLD and in_band,
+        )
 
     def progress(self) -> Progress:
         """A snapshot for the display."""
