@@ -141,6 +141,21 @@ class PotentiostatConfig(_Section):
     nplc: float = Field(1.0, ge=0.01, le=10)
 
 
+class TelemetrySection(_Section):
+    """The lab's MQTT broker (optional). Secrets come from the environment, never from the file."""
+
+    host: str
+    port: int = Field(1883, gt=0, lt=65536)
+    username: str | None = None
+    password_env: str = "RIG_MQTT_PASSWORD"
+    tls_ca_file: Path | None = None
+    prefix: str = "rig"
+    rate_hz: float = Field(4.0, gt=0, le=50)
+    command_secret_env: str = "RIG_COMMAND_SECRET"
+    command_max_age_s: float = Field(30.0, gt=0)
+    queue_size: int = Field(1000, ge=10)
+
+
 class SimSection(_Section):
     """Present when the configuration points at a simulator."""
 
@@ -159,6 +174,7 @@ class RigConfig(BaseSettings):
     load_cell: LoadCellConfig
     press: PressConfig
     potentiostat: PotentiostatConfig
+    telemetry: TelemetrySection | None = None
     sim: SimSection = SimSection()
 
     @model_validator(mode="after")
