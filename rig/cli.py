@@ -242,3 +242,25 @@ def send(
     Console().print_json(data=reply)
     if not reply.get("ok"):
         raise typer.Exit(1)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="the run's folder (holds run.sqlite)")],
+    fmt: Annotated[str, typer.Option("--format", help="bdf-csv or bdf-parquet")] = "bdf-csv",
+    out: Annotated[Path | None, typer.Option("--out", help="output file (default: RUN_DIR/export/...)")] = None,
+) -> None:
+    """Export a run in the Battery Data Format (BDF columns, then the rig's own), with a metadata sidecar."""
+    from rig.export import ExportError, export_run
+    from rig.store import StoreError
+
+    try:
+        res = export_run(run_dir, fmt=fmt, out=out)
+    except (ExportError, StoreError) as exc:
+        Console(stderr=True).print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(2) from exc
+    Console().print(
+        f"{res.rows} rows -> {res.data_path}\nmetadata -> {res.metadata_path}\n"
+        f"test-time drops repaired: {res.time_drops_repaired}",
+        highlight=False,
+    )
