@@ -292,6 +292,8 @@ class PressureController:
         self._counts = {"cycles": 0, "moves": 0, "invalid": 0, "stale": 0, "read_errors": 0, "move_errors": 0,
                         "overruns": 0}
         self._cycle_event = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._in_cycle = False
         self._subscribers: list[asyncio.Queue[ControlSample]] = []
         self.dropped_samples = 0
 
@@ -349,6 +351,14 @@ class PressureController:
         """Stop the loop and the press (where it is: no release); pending requests fail."""
         task, self._task = self._task, None
         if task is not None:
+            if self._in_cycle and not task.done():  # let a bus transaction in flight finish first
+                waiter = asyncio.ensure_future(self._idle.wait())
+                try:
+                    await asyncio.wait({waiter, task}, timeout=2.0)
+                finally:
+                    waiter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiter
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -620,12 +630,17 @@ class PressureController:
                 self._periods.append(period)
                 self._period_ema_s += 0.05 * (period - self._period_ema_s)
             self._t_prev_cycle = t0
+            self._in_cycle = True
+            self._idle.clear()
             try:
                 await self._cycle()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the loop must not die silently: stop moving and say why
                 await self._enter_fault(exc)
+            finally:
+                self._in_cycle = False
+                self._idle.set()
             self._counts["cycles"] += 1
             self._cycle_event.set()
             next_t += self.settings.period_s
