@@ -489,13 +489,15 @@ class RunEngine:
         net_c = math.fsum(p.plated_c - p.stripped_c for p in self.ledger.pairs.values())
         net_c += self._electro_sign * self._step_charge_c
         in_band = st.pressure_kpa is not None and abs(st.pressure_kpa - st.setpoint_kpa) <= 0.05 * st.setpoint_kpa
+        step = self.plan.steps[self._step_i] if self.plan.steps else None
+        settled = step is not None and not isinstance(step, PlannedPressure)  # approach, ramp and settle are over
         return self._deposit.add(
             t_s=t,
             position_um=st.position_um,
             force_n=st.force_abs_n,
             stiffness_n_per_um=st.stiffness_n_per_um,
             net_charge_c=net_c,
-            holding=st.mode is ControllerMode.HOLD and in_band,
+            holding=settled and st.mode is ControllerMode.HOLD and in_band,
         )
 
     def progress(self) -> Progress:
