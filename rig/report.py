@@ -1,0 +1,517 @@
+"""`rig report RUN_DIR` and `rig report --campaign DIR...`: PNG figures and a short Markdown summary.
+
+A run's report (in `RUN_DIR/report/`):
+- `pressure.png`: measured pressure against time with the setpoint and the tolerance band, plate/strip shaded;
+- `voltage_capacity.png`: voltage against areal capacity for each plate and strip;
+- `ce.png`: coulombic efficiency per cycle;
+- `thickness.png`: operando deposit thickness against net charge (press position corrected for compliance and
+  creep; `rig.porosity`), with the dense-Na line and the fitted apparent porosity;
+- `report.md`: outcome, CE table, deposit, alarms, pauses and resumes, the figures.
+
+A campaign's report: ICE against pressure per electrolyte (the analogue of the paper's Fig. 1a/b) with the
+paper's optima marked; simulated values are labelled as the simulator's model.
+
+matplotlib (Agg backend) is an optional dependency: `pip install 'rig[report]'`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from protocols.errors import ProtocolError
+from protocols.plan import Plan, PlannedPlate, PlannedPressure, PlannedStrip
+from protocols.validate import validate_protocol
+from rig.analysis import DepositAnalysis, analyse_deposit, net_charge_c, step_kinds, step_traces
+from rig.porosity import C_PER_MAH, NA_DENSE_UM_PER_MAH_CM2
+from rig.run_cmd import electrolyte_key
+from rig.store import FLAG_PAUSED, Sample, read_events, read_meta, read_samples
+from rig.validate_cmd import default_limits
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+PAPER_OPTIMA = {"dme": (180.0, 0.882), "ec-dmc": (250.0, 0.861)}
+ELECTROLYTE_NAMES = {"dme": "1 M NaPF$_6$ in DME", "ec-dmc": "1 M NaPF$_6$ in EC:DMC"}
+_PLATE_COLOUR = "#1f77b4"
+_STRIP_COLOUR = "#d62728"
+
+
+class ReportError(Exception):
+    """The report cannot be made; the message says why."""
+
+
+def _plt() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ReportError("rig report needs matplotlib: pip install 'rig[report]'") from exc
+    plt.rcParams.update(
+        {
+            "font.size": 11,
+            "axes.titlesize": 12,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "figure.dpi": 110,
+            "savefig.bbox": "tight",
+        }
+    )
+    return plt
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+@dataclass
+class RunData:
+    """Everything a report needs from one run folder."""
+
+    run_dir: Path
+    plan: Plan
+    samples: list[Sample]
+    events: list[dict[str, Any]]
+    meta: dict[str, str]
+    summary: dict[str, Any]
+    simulated: bool
+
+    @property
+    def area_cm2(self) -> float:
+        """Working electrode area (cm²)."""
+        return self.plan.electrode_area_m2 * 1e4
+
+    @property
+    def electrolyte(self) -> str:
+        """dme or ec-dmc (or the protocol's own text)."""
+        return electrolyte_key(self.plan.electrolyte)
+
+    @property
+    def electro_pressure_kpa(self) -> float:
+        """The pressure of the first plate or strip."""
+        for s in self.plan.steps:
+            if isinstance(s, PlannedPlate | PlannedStrip):
+                return s.pressure_pa / 1e3
+        return self.plan.steps[0].pressure_pa / 1e3 if self.plan.steps else math.nan
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Read a run folder (database, protocol, summary)."""
+    db = run_dir / "run.sqlite"
+    if not db.exists():
+        raise ReportError(f"{run_dir}: no run.sqlite here")
+    meta = read_meta(db)
+    text = meta.get("protocol_text")
+    if text is None and (run_dir / "protocol.yaml").exists():
+        text = (run_dir / "protocol.yaml").read_text(encoding="utf-8")
+    if text is None:
+        raise ReportError(f"{run_dir}: the run has no protocol")
+    try:
+        plan = validate_protocol(text, str(run_dir / "protocol.yaml"), default_limits())
+    except ProtocolError as exc:
+        raise ReportError(f"{run_dir}: the run's protocol does not validate: {exc}") from exc
+    summary: dict[str, Any] = {}
+    if (run_dir / "summary.json").exists():
+        summary = json.loads((run_dir / "summary.json").read_text())
+    simulated = (run_dir / "sim-ready.json").exists() or (run_dir / "sim-rig.toml").exists()
+    return RunData(run_dir, plan, read_samples(db), read_events(db), meta, summary, simulated)
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+
+def _hours(samples: Sequence[Sample]) -> list[float]:
+    t0 = samples[0].test_time_s if samples else 0.0
+    return [(s.test_time_s - t0) / 3600.0 for s in samples]
+
+
+def _shade_steps(ax: Axes, run: RunData, hours: list[float]) -> None:
+    """Light background spans for plate (blue) and strip (red) steps."""
+    kinds = step_kinds(run.plan)
+    spans: list[tuple[str, float, float]] = []
+    for s, h in zip(run.samples, hours, strict=True):
+        kind = kinds.get(s.step_count, "")
+        if spans and spans[-1][0] == f"{s.step_count}:{kind}":
+            spans[-1] = (spans[-1][0], spans[-1][1], h)
+        else:
+            spans.append((f"{s.step_count}:{kind}", h, h))
+    labelled: set[str] = set()
+    for key, a, b in spans:
+        kind = key.split(":", 1)[1]
+        if kind in ("plate", "strip"):
+            colour = _PLATE_COLOUR if kind == "plate" else _STRIP_COLOUR
+            label = kind if kind not in labelled else None
+            labelled.add(kind)
+            ax.axvspan(a, b, color=colour, alpha=0.08, lw=0, label=label)
+
+
+def _band_kpa(plan: Plan, step_count: int) -> float:
+    """The tolerance band (± kPa) for a step: its own pressure step's tolerance, else the last one set."""
+    tol = None
+    for i, s in enumerate(plan.steps):
+        if isinstance(s, PlannedPressure):
+            tol = s.tolerance_pa / 1e3
+        if i + 1 >= step_count:
+            break
+    return tol if tol is not None else 2.0
+
+
+def figure_pressure(run: RunData) -> Figure:
+    """Pressure against time with the setpoint and its band."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    hours = _hours(run.samples)
+    _shade_steps(ax, run, hours)
+    sp = [s.setpoint_pa / 1e3 if s.setpoint_pa is not None else math.nan for s in run.samples]
+    band = [_band_kpa(run.plan, s.step_count) for s in run.samples]
+    lo = [a - b for a, b in zip(sp, band, strict=True)]
+    hi = [a + b for a, b in zip(sp, band, strict=True)]
+    ax.fill_between(hours, lo, hi, step="post", color="0.5", alpha=0.25, lw=0, label="tolerance band")
+    ax.plot(hours, sp, drawstyle="steps-post", color="k", lw=1.2, ls="--", label="setpoint")
+    p = [s.pressure_pa / 1e3 if s.pressure_pa is not None else math.nan for s in run.samples]
+    ax.plot(hours, p, color="#2ca02c", lw=1.0, label="measured")
+    paused = [h for s, h in zip(run.samples, hours, strict=True) if s.flags & FLAG_PAUSED]
+    if paused:
+        ax.plot(paused, [0.0] * len(paused), "|", color="orange", ms=12, label="paused")
+    ax.set_xlabel("test time / h")
+    ax.set_ylabel("stack pressure / kPa")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"Pressure held by the press: {run.plan.name}")
+    ax.legend(loc="lower right", fontsize=9, ncols=3)
+    return fig
+
+
+def figure_voltage_capacity(run: RunData) -> Figure:
+    """Voltage against areal capacity, one line per plate and per strip."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    traces = step_traces(run.samples, run.plan)
+    cycles = sorted({t.cycle for t in traces})
+    cmap = plt.get_cmap("viridis")
+    for tr in traces:
+        shade = cmap(0.15 + 0.7 * (cycles.index(tr.cycle) / max(1, len(cycles) - 1)))
+        colour = shade if len(cycles) > 1 else (_PLATE_COLOUR if tr.kind == "plate" else _STRIP_COLOUR)
+        ls = "-" if tr.kind == "plate" else "--"
+        ax.plot(tr.capacity_mah_cm2, tr.voltage_v, ls=ls, color=colour, lw=1.4, label=f"cycle {tr.cycle} {tr.kind}")
+    ax.axhline(0.0, color="0.4", lw=0.8)
+    ax.set_xlabel("capacity / mAh cm$^{-2}$")
+    ax.set_ylabel("voltage (Al vs Na) / V")
+    ax.set_title(f"Plating and stripping at {run.electro_pressure_kpa:g} kPa: {run.plan.name}")
+    if traces:
+        ax.legend(fontsize=9, ncols=2 if len(traces) > 6 else 1)
+    return fig
+
+
+def cycle_table(run: RunData) -> list[tuple[int, float, float, float | None]]:
+    """(cycle, plated mAh/cm², stripped mAh/cm², CE) from the step-end events (the engine's own charge count)."""
+    kinds = step_kinds(run.plan)
+    per: dict[int, list[float]] = {}
+    for e in run.events:
+        if e["kind"] != "step_end":
+            continue
+        i = e["data"].get("step")
+        if i is None or not 0 <= i < len(run.plan.steps):
+            continue
+        step = run.plan.steps[i]
+        kind = kinds.get(i + 1)
+        pair = per.setdefault(step.cycle, [0.0, 0.0])
+        q = float(e["data"].get("charge_c", 0.0)) / C_PER_MAH / run.area_cm2
+        if kind == "plate":
+            pair[0] += q
+        elif kind == "strip":
+            pair[1] += q
+    rows = []
+    for c in sorted(per):
+        pl, st = per[c]
+        rows.append((c, pl, st, st / pl if pl > 0 and st > 0 else None))
+    return rows
+
+
+def figure_ce(run: RunData) -> Figure:
+    """Coulombic efficiency per cycle."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    rows = [(c, ce) for c, _, _, ce in cycle_table(run) if ce is not None]
+    if rows:
+        xs = [c for c, _ in rows]
+        ys = [100 * ce for _, ce in rows]
+        ax.plot(xs, ys, "o-", color="#9467bd", ms=7)
+        for x, y in zip(xs, ys, strict=True):
+            ax.annotate(f"{y:.1f} %", (x, y), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=9)
+        ax.set_xticks(xs)
+        ax.set_ylim(max(0.0, min(ys) - 8), min(105.0, max(ys) + 6))
+    else:
+        ax.text(0.5, 0.5, "no complete plate/strip cycle", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("coulombic efficiency / %")
+    ax.set_title("Coulombic efficiency per cycle (cycle 1 = ICE)")
+    return fig
+
+
+def figure_thickness(run: RunData, dep: DepositAnalysis | None) -> Figure:
+    """Deposit thickness against net charge: measured (creep removed), fit, dense Na, live values."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if dep is None:
+        ax.text(0.5, 0.5, "no deposit estimate (too little charge)", ha="center", va="center", transform=ax.transAxes)
+    else:
+        fit = dep.fit
+        q = [p.q_mah_cm2 for p in dep.points]
+        h = [fit.deposit_from_trace_um(p) for p in dep.points]
+        ax.plot(q, h, ".", ms=2.5, color="0.45", alpha=0.6, label="press: compliance- and creep-corrected")
+        q_max = max(q)
+        xs = [0.0, q_max]
+        ax.plot(xs, [fit.deposit_um(x) for x in xs], color="#ff7f0e", lw=2.2, label=f"fit: φ = {fit.porosity:.2f}")
+        ax.plot(xs, [NA_DENSE_UM_PER_MAH_CM2 * x for x in xs], "k--", lw=1.2, label="dense Na (8.86 µm per mAh/cm²)")
+        kinds = step_kinds(run.plan)
+        qn = net_charge_c(run.samples, kinds)
+        live = [
+            (qc / C_PER_MAH / run.area_cm2, s.deposit_um)
+            for s, qc in zip(run.samples, qn, strict=True)
+            if s.deposit_um is not None
+        ]
+        if live:
+            ax.plot(
+                [a for a, _ in live], [b for _, b in live], color="#17becf", lw=1.0, label="live estimate (run data)"
+            )
+        ax.text(
+            0.02,
+            0.97,
+            f"{fit.um_per_mah_cm2:.2f} µm per mAh/cm² → apparent porosity {100 * fit.porosity:.0f} %\n"
+            f"creep removed: {fit.creep_um(dep.points[-1].t_s):.1f} µm; residual {fit.rms_um:.2f} µm rms",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=9,
+            bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8},
+        )
+        ax.legend(loc="lower right", fontsize=9)
+    ax.set_xlabel("net charge deposited / mAh cm$^{-2}$")
+    ax.set_ylabel("deposit thickness / µm")
+    ax.set_title(f"Operando deposit thickness at {run.electro_pressure_kpa:g} kPa: {run.plan.name}")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------- summary
+
+
+def _fmt_pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f} %"
+
+
+def markdown_summary(run: RunData, dep: DepositAnalysis | None, figures: dict[str, str]) -> str:
+    """The report's text."""
+    s = run.summary
+    lines = [
+        f"# Run report: {run.plan.name}",
+        "",
+        f"- run folder: `{run.run_dir.name}`"
+        + (" (simulated: the simulator's model, not a measurement)" if run.simulated else ""),
+        f"- cell: {run.plan.electrolyte}, working electrode {run.area_cm2:.3f} cm²",
+        f"- plating/stripping pressure: {run.electro_pressure_kpa:g} kPa",
+        f"- outcome: **{s.get('state', 'unknown')}** {s.get('reason', '')}".rstrip(),
+        f"- ICE: **{_fmt_pct(s.get('ice'))}**, average CE: {_fmt_pct(s.get('average_ce'))}",
+        f"- samples: {len(run.samples)}",
+        "",
+        "## Coulombic efficiency",
+        "",
+        "| cycle | plated / mAh cm⁻² | stripped / mAh cm⁻² | CE / % |",
+        "|---:|---:|---:|---:|",
+    ]
+    for c, pl, st, ce in cycle_table(run):
+        lines.append(f"| {c} | {pl:.4f} | {st:.4f} | {'—' if ce is None else f'{100 * ce:.2f}'} |")
+    lines += ["", "## Deposit (operando, from the press)", ""]
+    if dep is None:
+        lines.append("Not enough charge passed at a held pressure for an estimate.")
+    else:
+        f = dep.fit
+        q_peak = max(p.q_mah_cm2 for p in dep.points)
+        lines += [
+            f"- thickness per charge: {f.um_per_mah_cm2:.2f} µm per mAh/cm² (dense Na: {NA_DENSE_UM_PER_MAH_CM2})",
+            f"- apparent porosity: **{100 * f.porosity:.1f} %**",
+            f"- deposit at the peak charge ({q_peak:.3f} mAh/cm²): {f.deposit_um(q_peak):.2f} µm",
+            f"- creep removed by the fit: {f.creep_um(dep.points[-1].t_s):.2f} µm; residual {f.rms_um:.2f} µm rms",
+        ]
+    lines += ["", "## Alarms", ""]
+    alarms = [e for e in run.events if e["kind"] == "alarm"]
+    lines += [f"- t = {e['test_time_s']:.0f} s: {e['message']}" for e in alarms] or ["None."]
+    lines += ["", "## Pauses, suspensions and resumes", ""]
+    stops = [
+        e
+        for e in run.events
+        if (e["kind"] == "state" and any(w in e["message"] for w in ("paused", "suspended", "-> running: operator")))
+        or e["kind"] in ("resume", "suspend", "crash_resume", "resumed")
+    ]
+    stops = [e for e in stops if "idle -> running" not in e["message"]]
+    lines += [f"- t = {e['test_time_s']:.0f} s ({e['kind']}): {e['message']}" for e in stops] or ["None."]
+    lines += ["", "## Figures", ""]
+    for title, name in figures.items():
+        lines += [f"### {title}", "", f"![{title}]({name})", ""]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What was written."""
+
+    markdown: Path
+    figures: list[Path]
+
+
+def report_run(run_dir: Path, *, out: Path | None = None) -> ReportResult:
+    """Write the run's figures and summary into `out` (default RUN_DIR/report)."""
+    plt = _plt()
+    run = load_run(run_dir)
+    if not run.samples:
+        raise ReportError(f"{run_dir}: the run has no samples")
+    out = out or run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    dep = analyse_deposit(run.samples, run.plan)
+    made = {
+        "Pressure": ("pressure.png", figure_pressure(run)),
+        "Voltage against capacity": ("voltage_capacity.png", figure_voltage_capacity(run)),
+        "Coulombic efficiency per cycle": ("ce.png", figure_ce(run)),
+        "Deposit thickness against charge": ("thickness.png", figure_thickness(run, dep)),
+    }
+    paths = []
+    for name, fig in made.values():
+        fig.savefig(out / name)
+        plt.close(fig)
+        paths.append(out / name)
+    md = out / "report.md"
+    md.write_text(markdown_summary(run, dep, {t: n for t, (n, _) in made.items()}), encoding="utf-8")
+    return ReportResult(md, paths)
+
+
+# ---------------------------------------------------------------------------------------------- campaign
+
+
+@dataclass
+class CampaignPoint:
+    """One run of a campaign."""
+
+    run_dir: Path
+    name: str
+    electrolyte: str
+    pressure_kpa: float
+    ice: float | None
+    porosity: float | None
+    state: str
+    simulated: bool
+
+
+def find_runs(dirs: Sequence[Path]) -> list[Path]:
+    """Every run folder (holding run.sqlite) in or under the given folders."""
+    found: list[Path] = []
+    for d in dirs:
+        if (d / "run.sqlite").exists():
+            found.append(d)
+        else:
+            found.extend(sorted(p.parent for p in d.rglob("run.sqlite")))
+    return sorted(set(found))
+
+
+def campaign_points(dirs: Sequence[Path]) -> list[CampaignPoint]:
+    """ICE (and the deposit's apparent porosity) of every run found."""
+    pts = []
+    for rd in find_runs(dirs):
+        try:
+            run = load_run(rd)
+        except ReportError:
+            continue
+        dep = analyse_deposit(run.samples, run.plan) if run.samples else None
+        pts.append(
+            CampaignPoint(
+                rd,
+                run.plan.name,
+                run.electrolyte,
+                run.electro_pressure_kpa,
+                run.summary.get("ice"),
+                dep.fit.porosity if dep else None,
+                str(run.summary.get("state", "unknown")),
+                run.simulated,
+            )
+        )
+    return pts
+
+
+def figure_campaign(points: Sequence[CampaignPoint]) -> Figure:
+    """ICE against pressure, one panel per electrolyte (the paper's Fig. 1a/b)."""
+    plt = _plt()
+    electrolytes = sorted({p.electrolyte for p in points}) or ["dme"]
+    fig, axes = plt.subplots(1, len(electrolytes), figsize=(5.6 * len(electrolytes), 4.6), squeeze=False)
+    for n, (ax, el) in enumerate(zip(axes[0], electrolytes, strict=True)):
+        rows = sorted((p for p in points if p.electrolyte == el and p.ice is not None), key=lambda p: p.pressure_kpa)
+        sim = any(p.simulated for p in rows)
+        label = "simulated (the simulator's model)" if sim else "measured"
+        ax.plot(
+            [p.pressure_kpa for p in rows],
+            [100 * (p.ice or 0) for p in rows],
+            "o-",
+            color="#1f77b4" if el == "dme" else "#d62728",
+            ms=7,
+            label=label,
+        )
+        opt = PAPER_OPTIMA.get(el)
+        if opt:
+            ax.plot(
+                [opt[0]],
+                [100 * opt[1]],
+                "*",
+                color="gold",
+                mec="k",
+                ms=16,
+                label=f"paper: {100 * opt[1]:.1f} % at {opt[0]:g} kPa",
+            )
+        ax.set_xscale("log")
+        ax.set_xticks([10, 20, 50, 100, 180, 250])
+        ax.set_xticklabels(["10", "20", "50", "100", "180", "250"])
+        ax.set_xlabel("stack pressure / kPa")
+        ax.set_ylabel("initial coulombic efficiency / %")
+        ax.set_title(f"({'abcdefgh'[n]}) {ELECTROLYTE_NAMES.get(el, el)}")
+        ys = [100 * (p.ice or 0) for p in rows] + ([100 * opt[1]] if opt else [])
+        if ys:
+            ax.set_ylim(max(0, min(ys) - 8), min(100, max(ys) + 6))
+        ax.legend(loc="lower right", fontsize=9)
+    fig.suptitle("ICE against stack pressure (Na on Al, 0.5 mA/cm², 1 mAh/cm²)", fontsize=12)
+    return fig
+
+
+def report_campaign(dirs: Sequence[Path], *, out: Path | None = None) -> ReportResult:
+    """Write the campaign figure and summary into `out` (default: the first folder's report/)."""
+    plt = _plt()
+    points = campaign_points(dirs)
+    if not points:
+        raise ReportError(f"no runs found in {', '.join(str(d) for d in dirs)}")
+    out = out or dirs[0] / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    fig = figure_campaign(points)
+    fig_path = out / "ice_vs_pressure.png"
+    fig.savefig(fig_path)
+    plt.close(fig)
+    sim = any(p.simulated for p in points)
+    lines = [
+        "# Campaign report: ICE against pressure",
+        "",
+        "Simulated values are the simulator's model (only the optima are the paper's numbers)." if sim else "",
+        "",
+        "| electrolyte | pressure / kPa | ICE / % | paper / % | apparent porosity / % | state | run |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for p in sorted(points, key=lambda p: (p.electrolyte, p.pressure_kpa)):
+        opt = PAPER_OPTIMA.get(p.electrolyte)
+        paper = f"{100 * opt[1]:.1f}" if opt and abs(opt[0] - p.pressure_kpa) < 1e-6 else ""
+        ice = "—" if p.ice is None else f"{100 * p.ice:.2f}"
+        por = "—" if p.porosity is None else f"{100 * p.porosity:.0f}"
+        lines.append(
+            f"| {p.electrolyte} | {p.pressure_kpa:g} | {ice} | {paper} | {por} | {p.state} | `{p.run_dir.name}` |"
+        )
+    lines += ["", "![ICE against pressure](ice_vs_pressure.png)", ""]
+    md = out / "report.md"
+    md.write_text("\n".join(lines), encoding="utf-8")
+    return ReportResult(md, [fig_path])
