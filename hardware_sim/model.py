@@ -22,6 +22,7 @@ SourceMode = Literal["current", "open", "short"]
 
 _MAX_SUBSTEP_S = 2.0
 _MIN_PRESSURE_KPA = 1.0
+_DRIFT_GRID_S = 1.0
 
 
 class ClockLike(Protocol):
@@ -48,6 +49,31 @@ class Measurement:
     voltage_v: float
     current_a: float
     in_compliance: bool
+
+
+class _DriftWalk:
+    """A load cell's random-walk drift on a fixed experiment-time grid, linear between grid points.
+
+    Its own random stream (seeded by the model seed and the channel), so its path is a function of experiment
+    time alone: it does not depend on how often, or in which order, anybody looks at the model.
+    """
+
+    def __init__(self, *, seed: str, sigma_n_per_sqrt_s: float, t0: float) -> None:
+        self._rng = random.Random(seed)
+        self._step = sigma_n_per_sqrt_s * math.sqrt(_DRIFT_GRID_S)
+        self._t0 = t0
+        self._i = 0
+        self._v0 = 0.0
+        self._v1 = self._rng.gauss(0.0, self._step)
+
+    def value_n(self, t: float) -> float:
+        """Drift at experiment time `t` (N); time may only move forward."""
+        k = max(0.0, (t - self._t0) / _DRIFT_GRID_S)
+        while k >= self._i + 1:
+            self._i += 1
+            self._v0 = self._v1
+            self._v1 = self._v0 + self._rng.gauss(0.0, self._step)
+        return self._v0 + (k - self._i) * (self._v1 - self._v0)
 
 
 def _stack_compression_um(force_n: float, k0: float, hardening_um: float) -> float:
@@ -90,8 +116,8 @@ class RigModel:
         self._short_limit_a = 0.1
         self._last = Measurement(voltage_v=p.cell.al_ocv_v, current_a=0.0, in_compliance=False)
         self.forced_compliance = False  # fault injection: report compliance regardless
-        # load-cell sensors: one drift state per channel
-        self._drift: dict[str, float] = {}
+        # load-cell sensors: one drift path per channel
+        self._drift: dict[str, _DriftWalk] = {}
         self._update_force()
 
     # ------------------------------------------------------------------ time
@@ -118,8 +144,6 @@ class RigModel:
         self._creep(dt)
         self._electrochem(dt)
         self._update_force()
-        for ch in self._drift:
-            self._drift[ch] += self._rng.gauss(0.0, self.params.loadcell_sensor.drift_n_per_sqrt_s * math.sqrt(dt))
 
     # ------------------------------------------------------------ mechanics
     def _capacitance_f(self) -> float:
@@ -195,7 +219,12 @@ class RigModel:
         """The force a sensor channel sees now: true force plus that channel's noise and drift (N)."""
         self.advance()
         s = self.params.loadcell_sensor
-        drift = self._drift.setdefault(channel, 0.0)
+        walk = self._drift.get(channel)
+        if walk is None:
+            walk = self._drift[channel] = _DriftWalk(
+                seed=f"{self.params.seed}:{channel}", sigma_n_per_sqrt_s=s.drift_n_per_sqrt_s, t0=self._t_start
+            )
+        drift = walk.value_n(self._t)
         warm = s.warmup_drift_n * (1 - math.exp(-(self._t - self._t_start) / s.warmup_tau_s))
         return self._force_n + drift + warm + self._rng.gauss(0.0, s.noise_n)
 
