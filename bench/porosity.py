@@ -6,7 +6,7 @@ truth (deposit thickness and porosity) is polled from its control port. The esti
 whole-run fit over the recorded samples (press position corrected for compliance and creep); the live value is
 what the run recorded in its `deposit_um` column at the end of plating.
 
-    python bench/porosity.py [--speed 500] [--cases dme-10,dme-180,ecdmc-10,ecdmc-250]
+    python bench/porosity.py [--speed 500] [--cases dme-10,dme-180,ecdmc-10,ecdmc-250] [--parallel 1]
 
 The porosity numbers away from the optima are the simulator's model (docs/decisions/0004), not measurements.
 """
@@ -145,10 +145,11 @@ def main() -> None:
     ap.add_argument("--speed", type=float, default=500.0)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--parallel", type=int, default=1, help="cases at once (each is two processes)")
     args = ap.parse_args()
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-porosity-"))
-    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         results = list(pool.map(lambda n: run_case(n, speed=args.speed, workdir=workdir), names))
     print(f"operando porosity vs the simulator's ground truth (speed {args.speed:g}x; runs in {workdir})")
     print("case        P/kPa  truth φ  est. φ   error φ | truth µm  est. µm  live µm | creep fit µm  rms µm  rc")
