@@ -163,27 +163,43 @@ def _band_kpa(plan: Plan, step_count: int) -> float:
 
 
 def figure_pressure(run: RunData) -> Figure:
-    """Pressure against time with the setpoint and its band."""
+    """Pressure against time with the setpoint; below, the deviation from the setpoint with the tolerance band."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, (ax, dev) = plt.subplots(
+        2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2], "hspace": 0.08}
+    )
     hours = _hours(run.samples)
-    _shade_steps(ax, run, hours)
+    for a in (ax, dev):
+        _shade_steps(a, run, hours)
     sp = [s.setpoint_pa / 1e3 if s.setpoint_pa is not None else math.nan for s in run.samples]
-    band = [_band_kpa(run.plan, s.step_count) for s in run.samples]
-    lo = [a - b for a, b in zip(sp, band, strict=True)]
-    hi = [a + b for a, b in zip(sp, band, strict=True)]
-    ax.fill_between(hours, lo, hi, step="post", color="0.5", alpha=0.25, lw=0, label="tolerance band")
-    ax.plot(hours, sp, drawstyle="steps-post", color="k", lw=1.2, ls="--", label="setpoint")
     p = [s.pressure_pa / 1e3 if s.pressure_pa is not None else math.nan for s in run.samples]
+    band = [_band_kpa(run.plan, s.step_count) for s in run.samples]
+    ax.plot(hours, sp, drawstyle="steps-post", color="k", lw=1.2, ls="--", label="setpoint")
     ax.plot(hours, p, color="#2ca02c", lw=1.0, label="measured")
     paused = [h for s, h in zip(run.samples, hours, strict=True) if s.flags & FLAG_PAUSED]
     if paused:
         ax.plot(paused, [0.0] * len(paused), "|", color="orange", ms=12, label="paused")
-    ax.set_xlabel("test time / h")
     ax.set_ylabel("stack pressure / kPa")
     ax.set_ylim(bottom=0)
     ax.set_title(f"Pressure held by the press: {run.plan.name}")
     ax.legend(loc="lower right", fontsize=9, ncols=3)
+    # deviation, once the setpoint has been reached (the approach and ramp would swamp the scale)
+    held = [abs(a - b) <= w for a, b, w in zip(p, sp, band, strict=True)]
+    first = held.index(True) if True in held else len(held)
+    d = [a - b if i >= first else math.nan for i, (a, b) in enumerate(zip(p, sp, strict=True))]
+    dev.fill_between(
+        hours, [-w for w in band], band, step="post", color="0.5", alpha=0.25, lw=0, label="tolerance band"
+    )
+    dev.axhline(0.0, color="k", lw=0.8, ls="--")
+    dev.plot(hours, d, color="#2ca02c", lw=0.8, label="measured − setpoint")
+    wmax = max(band) if band else 2.0
+    finite = [abs(v) for v in d if not math.isnan(v)]
+    dev.set_ylim(
+        -max(2 * wmax, min(max(finite, default=0.0), 5 * wmax)), max(2 * wmax, min(max(finite, default=0.0), 5 * wmax))
+    )
+    dev.set_xlabel("test time / h")
+    dev.set_ylabel("deviation / kPa")
+    dev.legend(loc="lower right", fontsize=9, ncols=2)
     return fig
 
 
@@ -200,6 +216,12 @@ def figure_voltage_capacity(run: RunData) -> Figure:
         ls = "-" if tr.kind == "plate" else "--"
         ax.plot(tr.capacity_mah_cm2, tr.voltage_v, ls=ls, color=colour, lw=1.4, label=f"cycle {tr.cycle} {tr.kind}")
     ax.axhline(0.0, color="0.4", lw=0.8)
+    cutoffs = [s.cutoff_v for s in run.plan.steps if isinstance(s, PlannedStrip)]
+    if traces:
+        lo = min(min(t.voltage_v) for t in traces)
+        ax.set_ylim(min(-0.05, lo - 0.05), max(cutoffs, default=1.0) + 0.15)
+    for c in sorted(set(cutoffs)):
+        ax.axhline(c, color=_STRIP_COLOUR, lw=0.8, ls=":", label=f"strip cut-off {c:g} V")
     ax.set_xlabel("capacity / mAh cm$^{-2}$")
     ax.set_ylabel("voltage (Al vs Na) / V")
     ax.set_title(f"Plating and stripping at {run.electro_pressure_kpa:g} kPa: {run.plan.name}")
@@ -246,6 +268,10 @@ def figure_ce(run: RunData) -> Figure:
             ax.annotate(f"{y:.1f} %", (x, y), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=9)
         ax.set_xticks(xs)
         ax.set_ylim(max(0.0, min(ys) - 8), min(105.0, max(ys) + 6))
+        opt = PAPER_OPTIMA.get(run.electrolyte)
+        if opt and abs(opt[0] - run.electro_pressure_kpa) < 1e-6:
+            ax.axhline(100 * opt[1], color="goldenrod", ls=":", lw=1.5, label=f"paper ICE at {opt[0]:g} kPa")
+            ax.legend(loc="lower right", fontsize=9)
     else:
         ax.text(0.5, 0.5, "no complete plate/strip cycle", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("cycle")
@@ -278,7 +304,12 @@ def figure_thickness(run: RunData, dep: DepositAnalysis | None) -> Figure:
         ]
         if live:
             ax.plot(
-                [a for a, _ in live], [b for _, b in live], color="#17becf", lw=1.0, label="live estimate (run data)"
+                [a for a, _ in live],
+                [b for _, b in live],
+                color="#17becf",
+                lw=0.8,
+                ls=":",
+                label="live estimate during the run (creep not separable before the strip)",
             )
         ax.text(
             0.02,
@@ -290,7 +321,10 @@ def figure_thickness(run: RunData, dep: DepositAnalysis | None) -> Figure:
             fontsize=9,
             bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8},
         )
-        ax.legend(loc="lower right", fontsize=9)
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.87), fontsize=8.5, framealpha=0.85)
+        top = max(max(h), fit.deposit_um(q_max), NA_DENSE_UM_PER_MAH_CM2 * q_max)
+        bottom = min(min(h), 0.0)
+        ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.6 * (top - bottom))  # room for the text and legend
     ax.set_xlabel("net charge deposited / mAh cm$^{-2}$")
     ax.set_ylabel("deposit thickness / µm")
     ax.set_title(f"Operando deposit thickness at {run.electro_pressure_kpa:g} kPa: {run.plan.name}")
