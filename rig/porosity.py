@@ -190,11 +190,12 @@ def fit_deposit(
 class LiveDepositEstimator:
     """Deposit thickness during a run, sample by sample, for the run's data.
 
-    The reference reading is taken once the pressure is first held in band (`hold(...)`); from then on every
-    reading adds a point. The fit is redone every `refit_every_s` of experiment time over the whole history
-    (decimated to a few hundred points: ~25 ms, i.e. under 5 % of the loop even at 500× speed), so the value
-    shown sharpens as the charge grows. Before enough
-    charge has passed the deposit is None.
+    The reference is the first reading the caller marks `holding` (the engine: the pressure step is over and the
+    pressure is in band); from then on every reading adds a point. The fit is redone every `refit_every_s` of
+    experiment time over the whole history (decimated to a few hundred points: ~25 ms, under 5 % of the loop
+    even at 500× speed), so the value shown sharpens as the charge grows; before enough charge has passed the
+    deposit is None. Before the first strip, growth and creep are nearly collinear: the live value is a
+    preview, the whole-run fit (`rig.analysis`) is the estimate.
     """
 
     def __init__(self, *, area_cm2: float, refit_every_s: float = 300.0, max_points: int = 4000) -> None:
