@@ -50,6 +50,7 @@ STIFFNESSES = (0.1, 1.0, 10.0)
 CURRENT_DENSITY_A_CM2 = 0.5e-3
 STRIP_CUTOFF_V = 1.0
 WARMUP_S = 3600.0
+STEADY_S = 5.0
 SEED = 11
 
 
@@ -78,6 +79,7 @@ class Row:
     moves_per_min: float | None = None
     rate_hz: float | None = None
     jitter_ms: float | None = None
+    cycle_exp_s: float | None = None
     note: str = ""
     wall_s: float = 0.0
 
@@ -207,17 +209,19 @@ async def run_step(spec: Spec) -> Row:
 
             t_end = t_cmd + spec.step_hold_s
             await sample_until(live, 0.02, lambda t_end=t_end: live.clock.now() >= t_end, record)
-            overshoot, settling, settled = step_metrics(trace, t_cmd, p0, p1)
+            overshoot, settling, _ = step_metrics(trace, t_cmd, p0, p1)
             overs.append(overshoot)
             settles.append(settling)
-            row.errors += settled
-            row.meas_errors += [abs(m - p1) for t, m in meas if t > t_cmd + settling]
+            steady_from = t_end - STEADY_S  # error figures: the last seconds of each hold
+            row.errors += [abs(p - p1) for t, p in trace if t >= steady_from]
+            row.meas_errors += [abs(m - p1) for t, m in meas if t >= steady_from]
         st = ctl.status()
         row.overshoot_pct = max(overs)
         row.settling_s = max(settles)
         row.moves_per_min = (ctl.moves - moves0) / ((live.clock.now() - t0) / 60)
         row.rate_hz = st.rate_hz
         row.jitter_ms = st.jitter_p99_ms
+        row.cycle_exp_s = spec.speed / st.rate_hz if st.rate_hz else None
     return row
 
 
@@ -257,8 +261,7 @@ async def run_controlled_hold(spec: Spec) -> Row:
         await sample_until(live, 2.0, lambda: state["phase"] == "done", record)
         st = ctl.status()
         row.moves_per_min = (ctl.moves - moves0) / ((live.clock.now() - t0) / 60)
-        row.rate_hz = st.rate_hz
-        row.jitter_ms = st.jitter_p99_ms
+        row.cycle_exp_s = spec.speed / st.rate_hz if st.rate_hz else None
         row.note = (f"k̂ {st.stiffness_n_per_um:.3g} N/µm, s {st.growth_scale:.2f}, "
                     f"c {st.drift_um_per_s * 3600:.2f} µm/h, stale {st.stale_readings}")
     return row
@@ -344,7 +347,7 @@ def fmt(v: float | None, spec: str = ".2f") -> str:
 def table(rows: list[Row], creep_hours: float) -> str:
     """The one table."""
     head = ("scenario", "k×", "press", "p50", "p99", "max", "p99 meas", "overshoot %", "settle s", "moves/min",
-            "rate Hz", "jit p99 ms")
+            "s/cycle", "rate Hz", "jit p99 ms")
     lines = []
     for r in rows:
         name = SCENARIO_NAMES[r.spec.scenario]
@@ -355,7 +358,7 @@ def table(rows: list[Row], creep_hours: float) -> str:
             fmt(pct(r.errors, 0.5)), fmt(pct(r.errors, 0.99)), fmt(max(r.errors) if r.errors else None),
             fmt(pct(r.meas_errors, 0.99)) if r.meas_errors else "–",
             fmt(r.overshoot_pct), fmt(r.settling_s, ".1f"), fmt(r.moves_per_min, ".1f"),
-            fmt(r.rate_hz, ".1f"), fmt(r.jitter_ms, ".1f"),
+            fmt(r.cycle_exp_s, ".3g"), fmt(r.rate_hz, ".1f"), fmt(r.jitter_ms, ".1f"),
         ))
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
     out = ["  ".join(h.ljust(w) if i < 3 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths, strict=True)))]
@@ -375,13 +378,19 @@ def goals(rows: list[Row]) -> list[str]:
     """Goal verdicts, honestly."""
     out = []
     plate = [r for r in rows if r.spec.scenario in ("dme", "ecdmc") and r.spec.mode != "passive"]
-    for r in plate:
-        p99 = pct(r.errors, 0.99)
-        if p99 > 1.0:
-            out.append(f"MISSED p99 ≤ 1.0 kPa: {SCENARIO_NAMES[r.spec.scenario]} ×{r.spec.scale:g} {r.spec.mode}: "
-                       f"{p99:.2f} kPa (+{p99 - 1.0:.2f}); controller's own view p99 {pct(r.meas_errors, 0.99):.2f}")
-    if plate and all(pct(r.errors, 0.99) <= 1.0 for r in plate):
-        out.append("met: p99 |P − P_set| ≤ 1.0 kPa during plate/strip at every stiffness, feed-forward on and off")
+    if plate:
+        worst_meas = max(pct(r.meas_errors, 0.99) for r in plate)
+        verdict = "met" if worst_meas <= 1.0 else "MISSED"
+        out.append(f"{verdict}: p99 |P − P_set| ≤ 1.0 kPa during plate/strip as the controller measures it: worst "
+                   f"{worst_meas:.2f} kPa (every stiffness, feed-forward on and off)")
+        missed = [r for r in plate if pct(r.errors, 0.99) > 1.0]
+        for r in missed:
+            p99 = pct(r.errors, 0.99)
+            out.append(f"MISSED p99 ≤ 1.0 kPa against the TRUE pressure: {SCENARIO_NAMES[r.spec.scenario]} "
+                       f"×{r.spec.scale:g} {r.spec.mode}: {p99:.2f} kPa (+{p99 - 1.0:.2f}); the controller's own view "
+                       f"is {pct(r.meas_errors, 0.99):.2f}: the rest is load-cell drift it cannot see")
+        if not missed:
+            out.append("met: p99 |P − P_set| ≤ 1.0 kPa against the TRUE pressure in every plate/strip row")
     for r in rows:
         if r.spec.scenario != "step":
             continue
@@ -395,9 +404,13 @@ def goals(rows: list[Row]) -> list[str]:
             out.append(f"MISSED p99 jitter ≤ 5 ms: ×{r.spec.scale:g}: {r.jitter_ms:.1f} ms (+{r.jitter_ms - 5:.1f})")
     steps = [r for r in rows if r.spec.scenario == "step"]
     if steps and all((r.overshoot_pct or 0) <= 2 and (r.settling_s or 0) <= 10 for r in steps):
-        out.append("met: overshoot ≤ 2 % and settling ≤ 10 s on 10→250→10 kPa at every stiffness")
+        worst_o = max(r.overshoot_pct or 0 for r in steps)
+        worst_s = max(r.settling_s or 0 for r in steps)
+        out.append(f"met: overshoot ≤ 2 % (worst {worst_o:.2f} %) and settling ≤ 10 s (worst {worst_s:.1f} s, the "
+                   "40 kPa/s ramp takes 6 s) on 10→250→10 kPa at every stiffness")
     if steps and all((r.rate_hz or 0) >= 20 and (r.jitter_ms or 99) <= 5 for r in steps):
-        out.append("met: ≥ 20 Hz with p99 period jitter ≤ 5 ms on the emulated 115200-baud shared bus (speed 1)")
+        out.append(f"met: ≥ 20 Hz (worst {min(r.rate_hz or 0 for r in steps):.1f} Hz) with p99 period jitter ≤ 5 ms "
+                   f"(worst {max(r.jitter_ms or 0 for r in steps):.1f} ms) on the emulated 115200-baud shared bus")
     return out
 
 
@@ -437,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"step rows: speed 1, 115200-baud shared bus emulated, ramp 40 kPa/s. plate/strip: speed {args.speed:g}, "
           f"{charge:g} mAh/cm² at 0.5 mA/cm² then strip to 1 V; creep rows: speed {args.creep_speed:g}; "
           f"long rows: line timing off, load cell warmed up 1 h; seed {SEED}")
+    print("p50/p99/max: TRUE pressure (steps: the last 5 s of each 15 s hold); p99 meas: the controller's own view "
+          "(measured − setpoint); s/cycle: experiment seconds per control cycle; rate, jitter: wall, speed-1 rows")
     print()
     print(table(rows, creep_s / 3600))
     print()

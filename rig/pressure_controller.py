@@ -292,8 +292,8 @@ class PressureController:
         self._counts = {"cycles": 0, "moves": 0, "invalid": 0, "stale": 0, "read_errors": 0, "move_errors": 0,
                         "overruns": 0}
         self._cycle_event = asyncio.Event()
-        self._idle = asyncio.Event()
         self._in_cycle = False
+        self._stopping = False
         self._subscribers: list[asyncio.Queue[ControlSample]] = []
         self.dropped_samples = 0
 
@@ -345,20 +345,16 @@ class PressureController:
         self._position_um = self._snap(await self._press.position_um())
         self._position_uncertain = False
         self._mode = ControllerMode.IDLE
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name="pressure-controller")
 
     async def stop(self) -> None:
         """Stop the loop and the press (where it is: no release); pending requests fail."""
         task, self._task = self._task, None
         if task is not None:
-            if self._in_cycle and not task.done():  # let a bus transaction in flight finish first
-                waiter = asyncio.ensure_future(self._idle.wait())
-                try:
-                    await asyncio.wait({waiter, task}, timeout=2.0)
-                finally:
-                    waiter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await waiter
+            self._stopping = True  # the loop ends after the cycle in progress: no bus transaction is cut off
+            if self._in_cycle and not task.done():
+                await asyncio.wait({task}, timeout=2.0)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -623,7 +619,7 @@ class PressureController:
 
     async def _run(self) -> None:
         next_t = self._clock.now()
-        while True:
+        while not self._stopping:
             t0 = self._clock.now()
             if self._t_prev_cycle is not None:
                 period = t0 - self._t_prev_cycle
@@ -631,7 +627,6 @@ class PressureController:
                 self._period_ema_s += 0.05 * (period - self._period_ema_s)
             self._t_prev_cycle = t0
             self._in_cycle = True
-            self._idle.clear()
             try:
                 await self._cycle()
             except asyncio.CancelledError:
@@ -640,7 +635,6 @@ class PressureController:
                 await self._enter_fault(exc)
             finally:
                 self._in_cycle = False
-                self._idle.set()
             self._counts["cycles"] += 1
             self._cycle_event.set()
             next_t += self.settings.period_s
