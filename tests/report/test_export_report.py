@@ -164,7 +164,8 @@ def test_report_of_the_run(paused_run: Path, tmp_path: Path) -> None:
     assert "| cycle | plated / mAh cm⁻² | stripped / mAh cm⁻² | CE / % |" in md
     row = next(ln for ln in md.splitlines() if ln.startswith("| 1 |"))
     plated, stripped, ce = (float(c) for c in row.strip("|").split("|")[1:4])
-    assert plated == pytest.approx(0.05, rel=0.02) and ce == pytest.approx(100 * stripped / plated, abs=0.02)
+    assert plated == pytest.approx(0.05, rel=0.02)
+    assert ce == pytest.approx(100 * stripped / plated, abs=0.2)  # the table's charges are rounded to 1e-4
     summary = json.loads((paused_run / "summary.json").read_text())
     assert ce == pytest.approx(100 * summary["ice"], abs=0.01)
     assert "running -> paused" in md and "paused -> running" in md
