@@ -93,6 +93,12 @@ def run(
     ] = None,
     runs: Annotated[Path, typer.Option(help="folder that holds one folder per run")] = Path("runs"),
     socket: Annotated[Path | None, typer.Option(help="operator socket (default: per rig name)")] = None,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="no display: JSON-lines log to the run folder and stderr")
+    ] = False,
+    resume_unfinished: Annotated[
+        bool, typer.Option("--resume-unfinished", help="continue an unfinished run of this protocol if there is one")
+    ] = False,
 ) -> None:
     """Run a protocol with the pressure held underneath; prints the coulombic efficiency at the end."""
     from rig.run_cmd import run_command
@@ -106,6 +112,8 @@ def run(
         console=Console(),
         err=Console(stderr=True),
         socket_path=socket,
+        headless=headless,
+        resume_unfinished=resume_unfinished,
     )
     if rc:
         raise typer.Exit(rc)
@@ -136,9 +144,29 @@ def pause(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | N
 
 
 @app.command()
-def resume(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | None, _SOCK_OPT] = None) -> None:
-    """Resume: current returns once the pressure is back in band."""
-    _operator("resume", rig_name, socket)
+def resume(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="a killed run's folder: continue it (without: resume a paused run)")
+    ] = None,
+    rig_name: Annotated[str, _RIG_OPT] = "sim",
+    socket: Annotated[Path | None, _SOCK_OPT] = None,
+    headless: Annotated[bool, typer.Option("--headless", help="JSON-lines log instead of the display")] = False,
+) -> None:
+    """Resume a paused run (current returns once the pressure is back in band), or continue a killed RUN_DIR."""
+    if run_dir is None:
+        _operator("resume", rig_name, socket)
+        return
+    from rig.run_cmd import resume_command
+
+    rc = resume_command(run_dir, console=Console(), err=Console(stderr=True), socket_path=socket, headless=headless)
+    if rc:
+        raise typer.Exit(rc)
+
+
+@app.command()
+def ack(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | None, _SOCK_OPT] = None) -> None:
+    """Acknowledge a latched over-force trip (the run then ends in the safe state)."""
+    _operator("ack", rig_name, socket)
 
 
 @app.command()

@@ -1,6 +1,11 @@
 """The run engine: executes a validated plan while the pressure controller holds the stack underneath.
 
-States: idle → running ⇄ paused → completed | aborted | failed; every change is recorded as an event. The engine
+States: idle → running ⇄ paused | suspended → completed | aborted | failed; every change is recorded as an event.
+A pause is the operator's; a suspension is the supervisor's (rig.supervisor: a stale load cell, pressure out of
+band, event-loop lag, a storage error, a potentiostat that does not answer or sits in compliance, an over-force
+trip). Both enter the one safe state (rig.safe_state) and resume with the same pressure-first rule; a suspension
+clears by itself, then the step continues by its `on_resume` policy (continue, restart, or abort). Step progress
+is written to the store with every sample so a killed run can be continued (`ResumePoint`). The engine
 is the only owner of the potentiostat; the pressure controller is the only owner of the press. Capacity is counted
 from the measured current on the experiment clock (trapezoids between readings). A plate ends at its capacity or
 time (or at its voltage safeguard); a strip ends at its cut-off (or its capacity safeguard). Pausing switches the
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import math
 from collections.abc import Callable
@@ -24,8 +30,10 @@ from protocols.plan import Plan, PlannedHold, PlannedPlate, PlannedPressure, Pla
 from rig.clock import unix_now
 from rig.coulombic import CoulombicLedger
 from rig.porosity import LiveDepositEstimator
-from rig.pressure_controller import ControllerMode, PressureController
-from rig.store import FLAG_PAUSED, RunStore, Sample
+from rig.pressure_controller import ControllerMode, OverForceTripped, PressureController
+from rig.safe_state import SafeState
+from rig.store import FLAG_PAUSED, FLAG_RESUMED, FLAG_STALE, FLAG_SUSPENDED, RunStore, Sample
+from rig.supervisor import Supervisor, SupervisorSettings
 
 
 class RunState(enum.Enum):
@@ -34,6 +42,7 @@ class RunState(enum.Enum):
     IDLE = "idle"
     RUNNING = "running"
     PAUSED = "paused"
+    SUSPENDED = "suspended"
     COMPLETED = "completed"
     ABORTED = "aborted"
     FAILED = "failed"
@@ -41,6 +50,22 @@ class RunState(enum.Enum):
 
 class RunAborted(Exception):
     """The operator (or a signal) aborted the run."""
+
+
+class _RestartStep(Exception):
+    """The step restarts after a suspension (its on_resume policy is restart)."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a killed run continues: rebuilt from the store and the hardware readback."""
+
+    step_i: int
+    charge_c: float  # step charge at the last stored sample
+    time_in_step_s: float
+    extra_charge_c: float = 0.0  # passed while no controller was running (hardware readback)
+    ledger: tuple[tuple[int, str, float], ...] = ()  # (cycle, "plate"|"strip", charge) of the finished steps
+    resumes: int = 1
 
 
 class EngineClock(Protocol):
@@ -123,6 +148,10 @@ class RunEngine:
         resume_tolerance_frac: float = 0.05,
         on_progress: Callable[[Progress], None] | None = None,
         read_retries: int = 3,
+        supervisor: SupervisorSettings | None = None,
+        resume_from: ResumePoint | None = None,
+        on_event: Callable[[str, str, dict[str, Any]], None] | None = None,
+        max_compliance_suspends: int = 3,
     ) -> None:
         self.plan = plan
         self._pot = potentiostat
@@ -155,36 +184,146 @@ class RunEngine:
         # operando deposit thickness (issue 7): net deposited charge = ledger + the running step's, signed
         self._deposit = LiveDepositEstimator(area_cm2=plan.electrode_area_m2 * 1e4)
         self._electro_sign = 0  # +1 while a plate step counts charge, -1 while a strip does
+        self._holds: dict[str, tuple[str, float]] = {}  # key -> (message, since)
+        self._safe = SafeState(current_off=self._current_off, event=self._event)
+        self._sup_settings = supervisor or SupervisorSettings()
+        self.supervisor: Supervisor | None = None
+        self._resume_from = resume_from
+        self._on_event = on_event
+        self._flag_resumed = resume_from is not None
+        self._suspended_in_step = False
+        self._compliance_suspends = 0
+        self._max_compliance_suspends = max_compliance_suspends
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._ack = asyncio.Event()
+        self.suspensions = 0
+        self._preload: tuple[float, float] | None = None
+        self.watch_pressure = False
 
     # ------------------------------------------------------------------ operator commands
     async def pause(self) -> dict[str, Any]:
         """Pause: current off, pressure held."""
-        if self.state is RunState.RUNNING:
-            self._resume.clear()
-            self._set_state(RunState.PAUSED, "operator pause")
-            await self._current_off()
+        if self.state in (RunState.RUNNING, RunState.SUSPENDED) and "operator" not in self._holds:
+            self._add_hold("operator", "operator pause")
+            await self._safe.enter("operator", "operator pause", kind="operator")
         return {"state": self.state.value}
 
     async def resume(self) -> dict[str, Any]:
         """Resume after a pause (current returns only once the pressure is back in band)."""
-        if self.state is RunState.PAUSED:
-            self._set_state(RunState.RUNNING, "operator resume")
-            self._resume.set()
+        if "operator" in self._holds:
+            self._drop_hold("operator", "operator resume")
         return {"state": self.state.value}
 
     async def abort(self, reason: str = "operator abort") -> dict[str, Any]:
         """Abort: current off at once; the run ends in the safe state."""
-        if self.state in (RunState.RUNNING, RunState.PAUSED, RunState.IDLE):
-            self._abort_reason = reason
+        if self.state in (RunState.RUNNING, RunState.PAUSED, RunState.SUSPENDED, RunState.IDLE):
+            if self._abort_reason is None:
+                self._abort_reason = reason
             self._resume.set()
-            await self._current_off()
+            await self._safe.enter("abort", reason)
         return {"state": self.state.value}
+
+    async def ack(self) -> dict[str, Any]:
+        """Acknowledge a latched over-force trip: the controller unlatches and the run ends (aborted)."""
+        if self._ctl.mode is not ControllerMode.TRIPPED:
+            return {"state": self.state.value, "acknowledged": False, "detail": "no over-force trip is latched"}
+        self._ctl.acknowledge_overforce()  # raises while the force is still above the limit
+        self._safe.clear("overforce")
+        self._event("operator", "over-force trip acknowledged")
+        if self._abort_reason is None:
+            self._abort_reason = "over-force trip (acknowledged by the operator)"
+        self._ack.set()
+        self._holds.pop("overforce", None)
+        self._resume.set()
+        return {"state": self.state.value, "acknowledged": True}
+
+    # ------------------------------------------------------------------ suspender interface (rig.supervisor)
+    def suspend(self, key: str, message: str, **data: object) -> None:
+        """Add a hold: the protocol suspends (current off at once, pressure held)."""
+        if key in self._holds or self.state not in (RunState.RUNNING, RunState.PAUSED, RunState.SUSPENDED):
+            return
+        self.suspensions += 1
+        self._add_hold(key, message)
+        self._spawn(self._safe.enter(key, message, data=dict(data)))
+
+    def clear_hold(self, key: str) -> None:
+        """Remove a hold; with none left the run resumes (pressure first, then current)."""
+        if key in self._holds:
+            self._safe.clear(key)
+            self._drop_hold(key, f"{key} cleared")
+
+    def hold_ages(self) -> dict[str, float]:
+        """How long each present hold has lasted (experiment seconds)."""
+        now = self._clock.now()
+        return {k: now - since for k, (_, since) in self._holds.items()}
+
+    def escalate(self, reason: str) -> None:
+        """Abort the run from the supervisor."""
+        if self._abort_reason is None:
+            self._event("alarm", f"escalated to abort: {reason}")
+            self._spawn(self.abort(reason))
+
+    def overforce(self, detail: str) -> None:
+        """The controller tripped (it stopped and retreated); latch until `ack`."""
+        self.suspend("overforce", f"over-force trip, latched until acknowledged: {detail}")
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    def _add_hold(self, key: str, message: str) -> None:
+        self._holds[key] = (message, self._clock.now())
+        self._resume.clear()
+        if key != "operator":
+            self._suspended_in_step = True
+        self._update_state(message)
+
+    def _drop_hold(self, key: str, why: str) -> None:
+        self._holds.pop(key, None)
+        self._update_state(why)
+        if not self._holds:
+            self._resume.set()
+
+    def _update_state(self, why: str) -> None:
+        if self.state not in (RunState.RUNNING, RunState.PAUSED, RunState.SUSPENDED):
+            return
+        if "operator" in self._holds:
+            new = RunState.PAUSED
+        elif self._holds:
+            new = RunState.SUSPENDED
+        else:
+            new = RunState.RUNNING
+        if new is not self.state:
+            self._set_state(new, why)
+            if new is RunState.RUNNING:
+                self._flag_resumed = True
+
+    def record_event(self, kind: str, message: str, **data: Any) -> None:
+        """Record an event from outside the engine (run setup, crash-resume readback)."""
+        self._event(kind, message, **data)
+
+    def add_resume_charge(self, charge_c: float) -> None:
+        """Charge that passed while no controller ran (found by the hardware readback before a crash resume)."""
+        if self._resume_from is not None:
+            self._resume_from = dataclasses.replace(
+                self._resume_from, extra_charge_c=self._resume_from.extra_charge_c + charge_c
+            )
+
+    def storage_error(self, why: str) -> None:
+        """RunStore on_error: the run suspends (the control loop never waits on storage)."""
+        self.suspend("storage", f"storage error: {why}")
+
+    def storage_recovered(self) -> None:
+        """RunStore on_recover."""
+        self.clear_hold("storage")
 
     async def status(self) -> dict[str, Any]:
         """A snapshot for `rig status`."""
         p = self.progress()
         return {
             "state": p.state.value,
+            "holds": {k: m for k, (m, _) in self._holds.items()},
             "step": f"{p.step_number}/{p.step_total} {p.step_kind} {p.step_label}".strip(),
             "pressure_kpa": p.pressure_kpa,
             "voltage_v": p.voltage_v,
@@ -197,22 +336,46 @@ class RunEngine:
         self._t_start = self._clock.now()
         steps_done = 0
         reason = ""
+        rp = self._resume_from
+        first = rp.step_i if rp is not None else 0
+        self.supervisor = Supervisor(engine=self, controller=self._ctl, clock=self._clock, settings=self._sup_settings)
         try:
             await self._pot.connect()
             await self._pot.verify_safe(self._vlim)
-            self._set_state(RunState.RUNNING, "run started")
-            first_kpa = self.plan.steps[0].pressure_pa / 1e3 if self.plan.steps else 0.0
-            if self.plan.steps:
+            await self.supervisor.start()
+            self._set_state(RunState.RUNNING, "run resumed" if rp is not None else "run started")
+            if rp is not None:
+                for cycle, kind, charge in rp.ledger:
+                    self.ledger.add(cycle, kind, charge)
+                steps_done = first
+            if first < len(self.plan.steps):
+                first_kpa = self.plan.steps[first].pressure_pa / 1e3
                 self._event("pressure", f"engaging at {first_kpa:g} kPa")
                 await self._ctl.engage(first_kpa)
-            for i, step in enumerate(self.plan.steps):
+            if rp is not None and first < len(self.plan.steps):
+                await self._prepare_resume(self.plan.steps[first], rp)
+            for i in range(first, len(self.plan.steps)):
+                step = self.plan.steps[i]
                 self._step_i = i
-                await self._checkpoint()
                 self._event("step", f"step {step.number} {step.kind} {step.label}".strip(), step=i)
-                await self._run_step(step)
+                while True:
+                    self._suspended_in_step = False
+                    self._compliance_suspends = 0
+                    try:
+                        await self._checkpoint()
+                        await self._run_step(step)
+                        break
+                    except _RestartStep:
+                        self._event("resume", f"step {step.number} restarts (on_resume: restart)", step=i)
                 steps_done += 1
                 self._remaining_est_s = math.fsum(s.estimated_duration_s for s in self.plan.steps[i + 1 :])
             self._set_state(RunState.COMPLETED, "all steps done")
+        except OverForceTripped as exc:
+            await self._safe.enter("overforce", f"over-force trip, latched until acknowledged: {exc}")
+            self._add_hold("overforce", "over-force trip, latched until acknowledged")
+            await self._ack.wait()
+            reason = self._abort_reason or "over-force trip"
+            self._set_state(RunState.ABORTED, reason)
         except RunAborted as exc:
             reason = str(exc)
             self._set_state(RunState.ABORTED, reason)
@@ -221,6 +384,11 @@ class RunEngine:
             self._set_state(RunState.FAILED, reason)
         finally:
             await self._current_off()
+            if self.supervisor is not None:
+                await self.supervisor.stop()
+            for t in list(self._bg):
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await t
             await self._end_pressure()
             summary = {
                 "ice": self.ledger.ice,
@@ -238,8 +406,31 @@ class RunEngine:
             except Exception as exc:  # the controller keeps holding where it is
                 self._event("alarm", f"release failed, pressure held: {type(exc).__name__}: {exc}")
 
+    async def _prepare_resume(self, step: PlannedStep, rp: ResumePoint) -> None:
+        """Continue a killed run: pressure re-established first, then the step by its on_resume policy."""
+        policy = step.on_resume
+        self._event(
+            "resume",
+            f"crash resume #{rp.resumes} at step {step.number} {step.kind} (on_resume: {policy})",
+            step=rp.step_i,
+            charge_c=rp.charge_c,
+            extra_charge_c=rp.extra_charge_c,
+            time_in_step_s=rp.time_in_step_s,
+        )
+        if policy == "abort":
+            raise RunAborted(f"step {step.number} ({step.kind}) cannot be resumed (on_resume: abort)")
+        kpa = step.pressure_pa / 1e3
+        tol = max(self._resume_tol * kpa, 0.5)
+        self._event("resume", f"re-establishing {kpa:g} kPa ± {tol:.2g} for {self._settle_after_resume_s:g} s")
+        self._ctl.set_setpoint(kpa)
+        await self._wait_in_band(kpa, tolerance_kpa=tol, hold_s=self._settle_after_resume_s)
+        if policy == "continue" and isinstance(step, PlannedPlate | PlannedStrip):
+            self._preload = (rp.charge_c + rp.extra_charge_c, rp.time_in_step_s)
+
     async def _run_step(self, step: PlannedStep) -> None:
+        self.watch_pressure = False
         await self._ensure_pressure(step)
+        self.watch_pressure = isinstance(step, PlannedPlate | PlannedStrip | PlannedRest)
         if isinstance(step, PlannedPressure):
             await self._pressure_step(step)
         elif isinstance(step, PlannedRest):
@@ -319,7 +510,7 @@ class RunEngine:
             t0 = self._clock.now()
             await self._clock.sleep(min(self._sample_period_s, duration_s - done))
             if self._resume.is_set() and self._output_on:
-                await self._read()
+                await self._read_or_suspend()
             if self.state is RunState.RUNNING:
                 done += self._clock.now() - t0
             self._record()
@@ -328,8 +519,8 @@ class RunEngine:
         plate = isinstance(step, PlannedPlate)
         current = step.current_a
         self._electro_sign = 1 if plate else -1
-        self._step_charge_c = 0.0
-        self._time_in_step_s = 0.0
+        self._step_charge_c, self._time_in_step_s = self._preload or (0.0, 0.0)
+        self._preload = None
         await self._source(current, integrate=True)
         reason = ""
         try:
@@ -340,12 +531,19 @@ class RunEngine:
                     await self._checkpoint()
                     await self._resume_current(step, current)
                     continue
-                r = await self._read()
+                r = await self._read_or_suspend()
                 if r is None:  # paused while the reading was on its way
                     continue
                 self._accumulate(self._clock.now(), r.current_a)
                 v = r.voltage_v() if r.valid else None
                 self._record()
+                if r.in_compliance:
+                    self._compliance_suspends += 1
+                    if self._compliance_suspends > self._max_compliance_suspends:
+                        raise RunAborted(f"potentiostat in compliance {self._compliance_suspends} times in one step")
+                    self.suspend("compliance", f"potentiostat in compliance at {v} V (limit {self._vlim:g} V)")
+                    self._spawn(self._clear_later("compliance"))
+                    continue
                 if plate:
                     assert isinstance(step, PlannedPlate)
                     if step.capacity_c is not None and self._step_charge_c >= step.capacity_c:
@@ -395,14 +593,50 @@ class RunEngine:
         kpa = step.pressure_pa / 1e3
         tol = max(self._resume_tol * kpa, 0.5)
         self._event("resume", f"re-establishing {kpa:g} kPa ± {tol:.2g} for {self._settle_after_resume_s:g} s")
-        await self._wait_in_band(kpa, tolerance_kpa=tol, hold_s=self._settle_after_resume_s)
+        if abs(self._ctl.status().setpoint_kpa - kpa) > 1e-9:
+            self._ctl.set_setpoint(kpa)
+        while True:
+            await self._wait_in_band(kpa, tolerance_kpa=tol, hold_s=self._settle_after_resume_s)
+            if self._resume.is_set():
+                break
+            await self._checkpoint()  # suspended again while settling: wait, then settle again
         await self._source(current, integrate=True)
+
+    async def _clear_later(self, key: str) -> None:
+        await self._clock.sleep(self._sup_settings.clear_s)
+        self.clear_hold(key)
+
+    async def _read_or_suspend(self) -> PotentiostatReading | None:
+        """A reading; a potentiostat that does not answer suspends the run and is reconnected and re-verified."""
+        try:
+            return await self._read()
+        except DeviceError as exc:
+            self.suspend("potentiostat", f"potentiostat not answering: {exc}")
+            await self._current_off()
+            return None
+
+    async def _reconnect_potentiostat(self) -> None:
+        """Bounded retries per attempt: close, connect, re-verify the safety settings; clears the hold on success."""
+        with contextlib.suppress(Exception):
+            await self._pot.close()
+        try:
+            await self._pot.connect()
+            await self._pot.verify_safe(self._vlim)
+        except (DeviceError, OSError, RuntimeError) as exc:
+            self._event("alarm", f"potentiostat reconnect failed: {type(exc).__name__}: {exc}")
+            return
+        self._event("device", "potentiostat reconnected and re-verified (HIMP, compliance)")
+        self.clear_hold("potentiostat")
 
     # ------------------------------------------------------------------ helpers
     async def _checkpoint(self) -> None:
         if self._abort_reason is not None:
             raise RunAborted(self._abort_reason)
+        waited = False
         while not self._resume.is_set():
+            waited = True
+            if "potentiostat" in self._holds:
+                await self._reconnect_potentiostat()
             try:
                 await asyncio.wait_for(self._resume.wait(), self._clock_wall(self._sample_period_s))
             except TimeoutError:
@@ -410,18 +644,30 @@ class RunEngine:
         if self._abort_reason is not None:
             raise RunAborted(self._abort_reason)
         if self._ctl.mode is ControllerMode.TRIPPED:
-            raise RuntimeError(f"over-force trip: {self._ctl.status().trip}")
+            raise OverForceTripped(f"over-force trip: {self._ctl.status().trip}")
+        if waited and self._suspended_in_step and self.state is RunState.RUNNING:
+            self._suspended_in_step = False
+            step = self.plan.steps[self._step_i] if self.plan.steps else None
+            if step is not None and step.on_resume == "abort":
+                raise RunAborted(
+                    f"step {step.number} ({step.kind}) cannot be resumed after a suspension (on_resume: abort)"
+                )
+            if step is not None and step.on_resume == "restart" and not isinstance(step, PlannedPlate | PlannedStrip):
+                raise _RestartStep()
 
     def _clock_wall(self, experiment_s: float) -> float:
         return experiment_s / self._clock.speed
 
     async def _source(self, current_a: float, *, integrate: bool = False) -> None:
+        if not self._resume.is_set() or self._abort_reason is not None:
+            return  # suspended (or aborting) meanwhile: the caller's loop sees the output off and waits
         await self._pot.configure_galvanostatic(GalvanostaticConfig(current_a=current_a, voltage_limit_v=self._vlim))
+        t_on = self._clock.now()  # the instrument acts on the command as it arrives, not when the call returns
         await self._pot.output(True)
         self._output_on = True
         self._last_i = current_a
         if integrate:
-            self._acc_t, self._acc_i = self._clock.now(), current_a
+            self._acc_t, self._acc_i = t_on, current_a
             self._ctl.set_cell_current(current_a)
 
     async def _current_off(self) -> None:
@@ -461,7 +707,25 @@ class RunEngine:
         st = self._ctl.status()
         step = self.plan.steps[self._step_i] if self.plan.steps else None
         t = self._clock.now()
+        flags = 0
+        if self.state is RunState.PAUSED:
+            flags |= FLAG_PAUSED
+        if self.state is RunState.SUSPENDED:
+            flags |= FLAG_SUSPENDED
+        if (self.supervisor is not None and self.supervisor.stale) or not st.sensor_ok:
+            flags |= FLAG_STALE
+        if self._flag_resumed and self.state is RunState.RUNNING:
+            flags |= FLAG_RESUMED
+            self._flag_resumed = False
         if self._store is not None:
+            self._store.progress(
+                step_index=self._step_i,
+                cycle=step.cycle if step else 0,
+                charge_c=self._step_charge_c,
+                time_in_step_s=self._time_in_step_s,
+                test_time_s=t,
+                state=self.state.value,
+            )
             self._store.record(
                 Sample(
                     test_time_s=t,
@@ -478,7 +742,7 @@ class RunEngine:
                     charge_c=self._step_charge_c,
                     deposit_um=self._deposit_um(st, t),
                     stiffness_n_per_um=st.stiffness_n_per_um,
-                    flags=FLAG_PAUSED if self.state is RunState.PAUSED else 0,
+                    flags=flags,
                 )
             )
         if self._on_progress is not None:
@@ -523,7 +787,19 @@ class RunEngine:
     def _set_state(self, state: RunState, why: str) -> None:
         old, self.state = self.state, state
         self._event("state", f"{old.value} -> {state.value}: {why}")
+        if self._store is not None:  # state changes reach the progress row at once
+            step = self.plan.steps[self._step_i] if self.plan.steps else None
+            self._store.progress(
+                step_index=self._step_i,
+                cycle=step.cycle if step else 0,
+                charge_c=self._step_charge_c,
+                time_in_step_s=self._time_in_step_s,
+                test_time_s=self._clock.now(),
+                state=state.value,
+            )
 
     def _event(self, kind: str, message: str, **data: Any) -> None:
+        if self._on_event is not None:
+            self._on_event(kind, message, data)
         if self._store is not None:
             self._store.event(kind, message, test_time_s=self._clock.now(), unix_time_s=unix_now(), data=data)

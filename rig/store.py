@@ -123,6 +123,7 @@ class RunStore:
         batch_s: float = 1.0,
         queue_size: int = 20_000,
         on_error: Callable[[str], None] | None = None,
+        on_recover: Callable[[], None] | None = None,
         max_page_count: int | None = None,
     ) -> None:
         self.path = Path(path)
@@ -133,6 +134,7 @@ class RunStore:
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._on_error = on_error
+        self._on_recover = on_recover
         self._max_page_count = max_page_count  # a size cap: how tests make SQLite report "disk full"
         self.error: str | None = None
         self.samples_written = 0
@@ -254,6 +256,10 @@ class RunStore:
                     self.samples_written += len(samples)
                     self.commits += 1
                     samples, events, progress = [], [], None
+                    if self.error is not None:  # a commit went through again: storage is back
+                        self.error = None
+                        if self._on_recover is not None:
+                            self._on_recover()
                 except (sqlite3.Error, OSError) as exc:
                     # keep the batch: it is retried with the next one (the engine pauses on the error)
                     self._fail(f"{self.path}: commit failed: {exc}")
@@ -322,6 +328,17 @@ def read_meta(path: Path) -> dict[str, str]:
         return dict(conn.execute("SELECT key, value FROM meta"))
     finally:
         conn.close()
+
+
+def read_last_sample(path: Path) -> Sample | None:
+    """The last stored sample (read-only), or None."""
+    conn = _connect(path, create=False)
+    try:
+        cols = ", ".join(_SAMPLE_COLUMNS)
+        row = conn.execute(f"SELECT {cols} FROM samples ORDER BY id DESC LIMIT 1").fetchone()
+    finally:
+        conn.close()
+    return None if row is None else Sample(*row)
 
 
 def read_progress(path: Path) -> dict[str, Any] | None:

@@ -1,0 +1,101 @@
+"""kill -9 during plating, then `rig resume RUN_DIR` (issue 6): the simulator process outlives the killed run."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hardware_sim.control_port import control_request
+from rig.store import read_events, read_samples
+
+HERE = Path(__file__).parent
+PROTOCOL = HERE / "plate_only_protocol.yaml"
+SPEED = 20.0
+
+
+def _wait_for(pred: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_kill_9_during_plating_then_rig_resume(tmp_path: Path) -> None:
+    env = os.environ.copy()
+    env["XDG_RUNTIME_DIR"] = str(tmp_path / "xdg")
+    (tmp_path / "xdg").mkdir()
+    cfg, ready = tmp_path / "sim-rig.toml", tmp_path / "ready.json"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "hardware_sim", "--speed", str(SPEED), "--config-out", str(cfg), "--ready-file",
+         str(ready)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs = tmp_path / "runs"
+    rig_cmd = [sys.executable, "-c", "from rig.cli import app; app()"]
+    proc: subprocess.Popen[str] | None = None
+    try:
+        _wait_for(ready.exists, 30, "the simulator")
+        control = json.loads(ready.read_text())["control"]
+
+        def truth() -> dict[str, Any]:
+            state: dict[str, Any] = control_request(control, {"cmd": "state"})["state"]
+            return state
+
+        proc = subprocess.Popen(
+            [*rig_cmd, "run", str(PROTOCOL), "--config", str(cfg), "--runs", str(runs)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        _wait_for(lambda: truth()["current_a"] < -1e-5, 180, "plating")
+        time.sleep(3.0)  # 60 s into the 216 s plate
+        os.kill(proc.pid, signal.SIGKILL)
+        t_kill_unix = time.time()
+        proc.wait(10)
+        run_dir = next(d for d in runs.iterdir() if d.is_dir())
+        before = read_samples(run_dir / "run.sqlite")
+        time.sleep(0.5)  # the cell keeps plating with nobody watching (the output stays on)
+        out = subprocess.run([*rig_cmd, "resume", str(run_dir)], capture_output=True, text=True, env=env, timeout=240)
+        assert out.returncode == 0, out.stdout + out.stderr
+        plated_truth_c = float(truth()["plated_c"])
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        sim.send_signal(signal.SIGTERM)
+        try:
+            sim.wait(10)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+            sim.wait(10)
+    samples = read_samples(run_dir / "run.sqlite")
+    lost_s = (t_kill_unix - before[-1].unix_time_s) * SPEED
+    times = [s.test_time_s for s in samples]
+    events = read_events(run_dir / "run.sqlite")
+    plate_c = sum(e["data"]["charge_c"] for e in events if e["kind"] == "step_end" and "plate" in e["message"])
+    err = abs(plate_c - plated_truth_c) / plated_truth_c
+    print(f"\ncrash resume: samples lost {lost_s:.3f} s; plate charge {plate_c:.6g} C vs truth "
+          f"{plated_truth_c:.6g} C ({100 * err:.4f} %)")
+    assert lost_s <= 1.0
+    assert all(b > a for a, b in itertools.pairwise(times))  # monotonic across the resume
+    assert err <= 0.001
+    assert any(e["kind"] == "resume" and "crash resume #1" in e["message"] for e in events)
+    assert json.loads((run_dir / "summary.json").read_text())["state"] == "completed"
+    conn = sqlite3.connect(run_dir / "run.sqlite")
+    try:
+        assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
