@@ -70,7 +70,7 @@ class SupervisorSettings:
     band_grace_s: float = 5.0
     clear_s: float = 2.0
     lag_threshold_s: float = 0.25  # wall
-    lag_every_s: float = 0.05  # wall
+    lag_every_s: float = 0.1  # wall
     max_suspend_s: float = 4 * 3600.0
     min_tick_wall_s: float = 0.02
     min_stale_wall_s: float = 0.04  # a floor in wall time (raised for heavily accelerated simulation)
