@@ -33,6 +33,7 @@ from rig.devices import build_devices
 from rig.engine import Progress, ResumePoint, RunEngine, RunResult, RunState
 from rig.operator_socket import OperatorSocket, default_socket
 from rig.pressure_controller import PressureController
+from rig.run_telemetry import Handler, run_snapshot, run_telemetry
 from rig.sd_notify import notify, watchdog_interval_s
 from rig.store import RunStore, read_events, read_last_sample, read_meta, read_progress
 from rig.supervisor import SupervisorSettings
@@ -340,8 +341,26 @@ async def execute(
         interval = watchdog_interval_s()
         if interval is not None:
             watchdog = asyncio.get_running_loop().create_task(_watchdog(controller, interval), name="sd-watchdog")
+
+        def record_remote(kind: str, message: str, data: dict[str, Any]) -> None:
+            store.event(kind, message, test_time_s=clock.now(), unix_time_s=unix_now(), data=data)
+
+        remote: dict[str, Handler] = {
+            "pause": engine.pause,
+            "resume": engine.resume,
+            "abort": engine.abort,
+            "ack": engine.ack,
+        }
         with contextlib.nullcontext() if headless else display:
-            async with _signals(engine):
+            async with (
+                _signals(engine),
+                run_telemetry(
+                    cfg,
+                    snapshot=lambda: run_snapshot(engine.progress(), controller.status()),
+                    handlers=remote,
+                    record_event=record_remote,
+                ),
+            ):
                 result = await engine.run()
         return result
     finally:
@@ -380,9 +399,7 @@ class ResumeInfo:
     step_current_a: float | None
 
 
-async def _readback_after_crash(
-    engine: RunEngine, pot: Any, output_on: bool, resume: ResumeInfo, speed: float
-) -> None:
+async def _readback_after_crash(engine: RunEngine, pot: Any, output_on: bool, resume: ResumeInfo, speed: float) -> None:
     """Hardware truth beats saved state: a current still flowing is switched off and its charge counted."""
     if not output_on:
         engine.record_event("resume", "hardware readback: the output was off")

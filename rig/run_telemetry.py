@@ -60,6 +60,7 @@ async def run_telemetry(
 
     async def sample() -> None:
         last_state = None
+        last_step = None
         while True:
             snap = snapshot()
             state = snap.get("state")
@@ -68,6 +69,10 @@ async def run_telemetry(
                 if last_state is not None:
                     link.publish_event("state", f"{last_state} -> {state}")
                 last_state = state
+            if snap.get("step") != last_step:
+                if last_step is not None:
+                    link.publish_event("step", f"step {snap.get('step')}")
+                last_step = snap.get("step")
             link.publish_telemetry({**snap, "mqtt_dropped": link.dropped})
             await asyncio.sleep(period)
 
@@ -80,3 +85,21 @@ async def run_telemetry(
             await task
         snap = snapshot()
         await link.close(final_state=str(snap.get("state", "offline")))
+
+
+def run_snapshot(progress: Any, status: Any) -> dict[str, Any]:
+    """Telemetry fields (units in the names) from the engine's progress and the controller's status."""
+    return {
+        "state": progress.state.value,
+        "step": f"{progress.step_number}/{progress.step_total} {progress.step_kind} {progress.step_label}".strip(),
+        "cycle": progress.cycle,
+        "elapsed_s": progress.elapsed_s,
+        "remaining_s": progress.remaining_s,
+        "pressure_kpa": progress.pressure_kpa,
+        "setpoint_kpa": progress.setpoint_kpa,
+        "force_n": status.force_abs_n,
+        "position_um": status.position_um,
+        "voltage_v": progress.voltage_v,
+        "current_a": progress.current_a,
+        "step_charge_mah": progress.step_charge_c / 3.6,
+    }
