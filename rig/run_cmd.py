@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,6 +260,13 @@ async def _signals(engine: RunEngine) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _fan_out(
+    sinks: list[Callable[[str, str, dict[str, Any]], None]], kind: str, message: str, data: dict[str, Any]
+) -> None:
+    for sink in sinks:
+        sink(kind, message, data)
+
+
 async def execute(
     plan: Plan,
     cfg: RigConfig,
@@ -287,6 +294,8 @@ async def execute(
     )
     await store.open()
     jlog = JsonLog(run_dir / "run.log.jsonl") if headless else None
+    # engine events go to the JSON log (headless) and to the broker (when telemetry is configured)
+    event_sinks: list[Callable[[str, str, dict[str, Any]], None]] = [jlog.event] if jlog is not None else []
     display = _Display(console)
     engine = RunEngine(
         plan=plan,
@@ -297,7 +306,7 @@ async def execute(
         store=store,
         sample_period_s=sample_period_s(cfg.clock.speed),
         on_progress=jlog.progress if jlog is not None else display.update,
-        on_event=jlog.event if jlog is not None else None,
+        on_event=lambda kind, message, data: _fan_out(event_sinks, kind, message, data),
         resume_from=None if resume is None else resume.point,
         supervisor=supervisor_settings(cfg.clock.speed),
     )
@@ -359,8 +368,10 @@ async def execute(
                     snapshot=lambda: run_snapshot(engine.progress(), controller.status()),
                     handlers=remote,
                     record_event=record_remote,
-                ),
+                ) as link,
             ):
+                if link is not None:
+                    event_sinks.append(link.publish_event)
                 result = await engine.run()
         return result
     finally:
