@@ -169,6 +169,7 @@ def figure_pressure(run: RunData) -> Figure:
         2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2], "hspace": 0.08}
     )
     hours = _hours(run.samples)
+    prev_h = math.nan
     for a in (ax, dev):
         _shade_steps(a, run, hours)
     sp = [s.setpoint_pa / 1e3 if s.setpoint_pa is not None else math.nan for s in run.samples]
@@ -176,9 +177,19 @@ def figure_pressure(run: RunData) -> Figure:
     band = [_band_kpa(run.plan, s.step_count) for s in run.samples]
     ax.plot(hours, sp, drawstyle="steps-post", color="k", lw=1.2, ls="--", label="setpoint")
     ax.plot(hours, p, color="#2ca02c", lw=1.0, label="measured")
-    paused = [h for s, h in zip(run.samples, hours, strict=True) if s.flags & FLAG_PAUSED]
-    if paused:
-        ax.plot(paused, [0.0] * len(paused), "|", color="orange", ms=12, label="paused")
+    spans: list[list[float]] = []  # paused stretches [start, end] in hours
+    for s, h in zip(run.samples, hours, strict=True):
+        if s.flags & FLAG_PAUSED:
+            if spans and spans[-1][1] == prev_h:
+                spans[-1][1] = h
+            else:
+                spans.append([h, h])
+        prev_h = h
+    for i, (a, b) in enumerate(spans):
+        for axis in (ax, dev):
+            axis.axvspan(
+                a, b, color="orange", alpha=0.35, lw=0, hatch="//", label="paused" if i == 0 and axis is ax else None
+            )
     ax.set_ylabel("stack pressure / kPa")
     ax.set_ylim(bottom=0)
     ax.set_title(f"Pressure held by the press: {run.plan.name}")
