@@ -291,6 +291,7 @@ def export_cmd(
         f"{res.rows} rows -> {res.data_path}\nmetadata -> {res.metadata_path}\n"
         f"test-time drops repaired: {res.time_drops_repaired}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -317,6 +318,6 @@ def report_cmd(
     except (ReportError, StoreError) as exc:
         Console(stderr=True).print(str(exc), markup=False, highlight=False)
         raise typer.Exit(2) from exc
-    Console().print(f"summary -> {res.markdown}", highlight=False)
+    Console().print(f"summary -> {res.markdown}", highlight=False, soft_wrap=True)
     for fig in res.figures:
-        Console().print(f"figure  -> {fig}", highlight=False)
+        Console().print(f"figure  -> {fig}", highlight=False, soft_wrap=True)
