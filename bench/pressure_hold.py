@@ -450,8 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"step rows: speed 1, 115200-baud shared bus emulated, ramp 40 kPa/s. plate/strip: speed {args.speed:g}, "
           f"{charge:g} mAh/cm² at 0.5 mA/cm² then strip to 1 V; creep rows: speed {args.creep_speed:g}; "
           f"long rows: line timing off, load cell warmed up 1 h; seed {SEED}")
-    print("p50/p99/max: TRUE pressure (steps: the last 5 s of each 15 s hold); p99 meas: the controller's own view "
-          "(measured − setpoint); s/cycle: experiment seconds per control cycle; rate, jitter: wall, speed-1 rows")
+    print(f"p50/p99/max: TRUE pressure (steps: the last {STEADY_S:g} s of each {step_hold:g} s hold); p99 meas: the "
+          "controller's own view (measured − setpoint); s/cycle: experiment seconds per control cycle; rate, jitter: "
+          "wall, speed-1 rows")
     print()
     print(table(rows, creep_s / 3600))
     print()
