@@ -233,7 +233,8 @@ class RunStore:
         while not stopping:
             urgent = False
             try:
-                kind, item = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - loop.time()))
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):  # not wait_for: see supervisor
+                    kind, item = await self._queue.get()
                 if kind == "sample":
                     samples.append(astuple(item))
                 elif kind == "event":

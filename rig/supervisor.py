@@ -162,8 +162,12 @@ class Supervisor:
             assert self._last_usable_t is not None
             left_exp = self._last_usable_t + max(self._stale_after_s(), self.s.silent_wall_s * self._clock.speed) - now
             timeout_wall = max(self.s.min_tick_wall_s, left_exp / self._clock.speed)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that lands as q.get()
+            # completes, and this loop would then never stop (a stop() that hangs for ever)
+            sample: ControlSample | None = None
             try:
-                sample: ControlSample | None = await asyncio.wait_for(q.get(), timeout_wall)
+                async with asyncio.timeout(timeout_wall):
+                    sample = await q.get()
             except TimeoutError:
                 sample = None
             now = self._clock.now()
