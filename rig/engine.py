@@ -199,6 +199,7 @@ class RunEngine:
         self.suspensions = 0
         self._preload: tuple[float, float] | None = None
         self.watch_pressure = False
+        self._stray: tuple[float, float] | None = None  # (since, current) when an output-off was not confirmed
 
     # ------------------------------------------------------------------ operator commands
     async def pause(self) -> dict[str, Any]:
@@ -572,12 +573,13 @@ class RunEngine:
             await self._current_off()
             self.ledger.add(step.cycle, "plate" if plate else "strip", self._step_charge_c)
             self._electro_sign = 0
-        self._event(
-            "step_end",
-            f"{'plate' if plate else 'strip'} ended: {reason}; {self._step_charge_c / 3.6:.4f} mAh",
-            step=self._step_i,
-            charge_c=self._step_charge_c,
-        )
+            self._event(
+                "step_end",
+                f"{'plate' if plate else 'strip'} ended: {reason or 'interrupted'}; "
+                f"{self._step_charge_c / 3.6:.4f} mAh",
+                step=self._step_i,
+                charge_c=self._step_charge_c,
+            )
 
     def _accumulate(self, t: float, current_a: float) -> None:
         """Add the charge since the last point (trapezoid on the experiment clock) while current flows."""
@@ -621,7 +623,22 @@ class RunEngine:
             await self._pot.close()
         try:
             await self._pot.connect()
-            await self._pot.verify_safe(self._vlim)
+            safety = await self._pot.verify_safe(self._vlim)
+            output_on = bool(getattr(safety, "output_on", False))
+            if self._stray is not None and output_on:
+                # the output-off never arrived: the current flowed until now (hardware truth beats saved state)
+                t_from, i_a = self._stray
+                t_off = self._clock.now()
+                await self._pot.output(False)
+                extra = abs(i_a) * max(0.0, t_off - t_from)
+                self._step_charge_c += extra
+                self._time_in_step_s += max(0.0, t_off - t_from)
+                self._event(
+                    "device", f"the output was still on after the outage: {extra:.6g} C counted", charge_c=extra
+                )
+            elif self._stray is not None:
+                self._event("alarm", "the output was found off after the outage; when it went off is not known")
+            self._stray = None
         except (DeviceError, OSError, RuntimeError) as exc:
             self._event("alarm", f"potentiostat reconnect failed: {type(exc).__name__}: {exc}")
             return
@@ -674,8 +691,11 @@ class RunEngine:
         if not self._output_on:
             return
         self._output_on = False
+        stray: tuple[float, float] | None = None
         if self._acc_t is not None:  # the current flowed until now: count it
-            self._accumulate(self._clock.now(), self._acc_i)
+            t = self._clock.now()
+            self._accumulate(t, self._acc_i)
+            stray = (t, self._acc_i)
             self._acc_t = None
         self._last_i = 0.0
         with contextlib.suppress(Exception):
@@ -683,6 +703,7 @@ class RunEngine:
         try:
             await self._pot.output(False)
         except Exception as exc:
+            self._stray = stray  # maybe still on: the reconnect reads it back and counts the charge
             self._event("alarm", f"could not switch the current off: {type(exc).__name__}: {exc}")
 
     async def _read(self) -> PotentiostatReading | None:

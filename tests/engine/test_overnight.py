@@ -61,9 +61,16 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running(
-    tmp_path: Path, *, kpa: float = 100.0, max_page_count: int | None = None, **rig_kw: object
+    tmp_path: Path,
+    *,
+    kpa: float = 100.0,
+    max_page_count: int | None = None,
+    pot_timeout_s: float | None = None,
+    **rig_kw: object,
 ) -> AsyncIterator[Running]:
     async with controlled_rig(tmp_path, **rig_kw) as rig:  # type: ignore[arg-type]
+        if pot_timeout_s is not None:
+            rig.devices.potentiostat.timeout_s = pot_timeout_s
         engine_box: list[RunEngine] = []
         store = RunStore(
             tmp_path / "run.sqlite",
@@ -235,3 +242,26 @@ async def test_resume_after_a_long_pause_gives_zero_current_until_the_pressure_s
     last_out = max(t for t, p, _ in after if t < first_on and abs(p - 100.0) > 5.0)
     print(f"\nlong pause: current returned {first_on - last_out:.2f} s after the pressure was last out of band")
     assert first_on - last_out >= SETTLE_S * 0.9  # the settle time elapsed in band first (experiment time)
+
+
+async def test_potentiostat_not_answering_suspends_reconnects_and_the_charge_is_reconciled(tmp_path: Path) -> None:
+    async with running(tmp_path, speed=5.0, pot_timeout_s=0.3) as r:
+        await r.until(lambda: r.true_current_a() < -1e-5, "plating")
+        await r.rig.clock.sleep(5.0)
+        r.rig.sim.faults["potentiostat"].set(no_reply=True)
+        await r.until(lambda: "potentiostat" in r.engine.hold_ages(), "the suspension", 120.0)
+        await r.rig.clock.sleep(2.0)
+        r.rig.sim.faults["potentiostat"].clear()
+        await r.until(lambda: r.engine.state is RunState.RUNNING, "the resume", 120.0)
+        await r.until(lambda: r.true_current_a() < -1e-5, "current again", 120.0)
+        await r.rig.clock.sleep(5.0)
+        await r.engine.abort("test over")
+        await asyncio.wait_for(r.task, 60)
+        r.rig.sim.model.advance()
+        truth_c = float(r.rig.sim.model.state()["plated_c"])
+    events = read_events(tmp_path / "run.sqlite")
+    counted = sum(e["data"]["charge_c"] for e in events if e["kind"] == "step_end")
+    err = abs(counted - truth_c) / truth_c
+    print(f"\npotentiostat outage: charge {counted:.6g} C vs truth {truth_c:.6g} C ({100 * err:.3f} %)")
+    assert any("potentiostat reconnected" in e["message"] for e in events)
+    assert err <= 0.001
