@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from rig.telemetry import MqttSettings, TelemetryLink
 from tests.mqtt.broker import USERS, Broker
+
+SHORT = Path(__file__).resolve().parents[1] / "engine" / "short_protocol.yaml"
 
 
 async def _rig_cli(*args: str) -> tuple[int, str]:
@@ -107,3 +110,69 @@ async def test_watch_shows_two_rigs_and_send_reaches_one(broker: Broker) -> None
     finally:
         await a.close()
         await b.close()
+
+
+async def test_watch_shows_two_simulated_runs_on_one_broker(broker: Broker, tmp_path: Path) -> None:
+    procs = []
+    for rig_id in ("rig-a", "rig-b"):
+        env = {
+            **os.environ,
+            "XDG_RUNTIME_DIR": str(tmp_path),
+            "RIG_RIG__NAME": rig_id,
+            "RIG_TELEMETRY__HOST": "127.0.0.1",
+            "RIG_TELEMETRY__PORT": str(broker.port),
+            "RIG_TELEMETRY__USERNAME": rig_id,
+            "RIG_MQTT_PASSWORD": USERS[rig_id],
+        }
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                "from rig.cli import app; app()",
+                "run",
+                str(SHORT),
+                "--sim",
+                "--speed",
+                "50",
+                "--runs",
+                str(tmp_path / rig_id),
+                "--headless",
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                env=env,
+            )
+        )
+    try:
+        broker_addr = f"127.0.0.1:{broker.port}"
+        seen: set[str] = set()
+        out = ""
+        for _ in range(20):
+            rc, out = await _rig_cli(
+                "watch",
+                "--broker",
+                broker_addr,
+                "--username",
+                "viewer",
+                "--password",
+                USERS["viewer"],
+                "--duration",
+                "2",
+            )
+            assert rc == 0, out
+            seen = {
+                rid
+                for rid in ("rig-a", "rig-b")
+                for line in out.splitlines()
+                if rid in line and "kPa" not in line and any(ch.isdigit() for ch in line)
+            }
+            if seen == {"rig-a", "rig-b"}:
+                break
+        assert seen == {"rig-a", "rig-b"}, out
+        rows = [line for line in out.splitlines() if "rig-a" in line or "rig-b" in line]
+        assert all("running" in r or "completed" in r for r in rows), rows
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+        for p in procs:
+            await asyncio.wait_for(p.wait(), 120)
