@@ -110,7 +110,8 @@ def test_export_validates_with_the_bdf_validator(paused_run: Path, tmp_path: Pat
     paused = df[(df["Flags / 1"].astype(int) & FLAG_PAUSED) != 0]
     assert len(paused) > 0 and (paused["Current / A"].abs() < 1e-12).all()
     plating = df[df["Current / A"] < -1e-4]
-    assert plating["Applied Pressure / Pa"].between(175e3, 185e3).all()
+    held = plating["Applied Pressure / Pa"].dropna()  # a stale load-cell reading is recorded as no pressure
+    assert len(held) > 0.9 * len(plating) and held.between(175e3, 185e3).all()
     assert plating["Cycle Count / 1"].eq(1).all()
     assert df["Deposit Thickness / um"].notna().any()  # the live estimate made it into the samples
 
