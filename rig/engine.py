@@ -678,9 +678,20 @@ class RunEngine:
     async def _source(self, current_a: float, *, integrate: bool = False) -> None:
         if not self._resume.is_set() or self._abort_reason is not None:
             return  # suspended (or aborting) meanwhile: the caller's loop sees the output off and waits
-        await self._pot.configure_galvanostatic(GalvanostaticConfig(current_a=current_a, voltage_limit_v=self._vlim))
+        try:
+            await self._pot.configure_galvanostatic(
+                GalvanostaticConfig(current_a=current_a, voltage_limit_v=self._vlim)
+            )
+        except DeviceError as exc:  # the output is still off: suspend, reconnect, re-verify
+            self.suspend("potentiostat", f"potentiostat not answering: {exc}")
+            return
         t_on = self._clock.now()  # the instrument acts on the command as it arrives, not when the call returns
-        await self._pot.output(True)
+        try:
+            await self._pot.output(True)
+        except DeviceError as exc:  # maybe on: the reconnect reads the output back and counts the charge
+            self._stray = (t_on, current_a) if integrate else None
+            self.suspend("potentiostat", f"potentiostat not answering: {exc}")
+            return
         self._output_on = True
         self._last_i = current_a
         if integrate:
