@@ -130,6 +130,9 @@ async def live_rig(spec: Spec, *, line_timing: bool, initial_gap_um: float = 300
     sim = SimulatedRig(params=params_for(spec, initial_gap_um=initial_gap_um), speed=spec.speed,
                        line_timing=line_timing, baudrate=115200, shared_bus=True)
     await sim.start()
+    # the potentiostat's output-off state is HIMP (as `rig check` and the run engine make it): an open cell, not the
+    # 2450's NORMAL 0 V short; the bench drives the cell as an ideal current source in the model
+    sim.model.set_source("open")
     devices = None
     ctl = None
     try:
