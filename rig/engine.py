@@ -35,6 +35,8 @@ from rig.safe_state import SafeState
 from rig.store import FLAG_PAUSED, FLAG_RESUMED, FLAG_STALE, FLAG_SUSPENDED, RunStore, Sample
 from rig.supervisor import Supervisor, SupervisorSettings
 
+_RELEASE_TIMEOUT_WALL_S = 600.0  # the end-of-run release gives up (and keeps holding) after this
+
 
 class RunState(enum.Enum):
     """The run's state."""
@@ -402,7 +404,9 @@ class RunEngine:
     async def _end_pressure(self) -> None:
         if self._ctl.mode in (ControllerMode.HOLD, ControllerMode.RELEASE):
             try:
-                await asyncio.wait_for(self._ctl.release(preload_kpa=self._release_preload_kpa), 600.0 / 1.0)
+                await asyncio.wait_for(
+                    self._ctl.release(preload_kpa=self._release_preload_kpa), _RELEASE_TIMEOUT_WALL_S
+                )
                 self._event("pressure", f"released to {self._release_preload_kpa:g} kPa")
             except Exception as exc:  # the controller keeps holding where it is
                 self._event("alarm", f"release failed, pressure held: {type(exc).__name__}: {exc}")
