@@ -15,20 +15,11 @@ from typing import Any
 
 from hardware_sim.control_port import control_request
 from rig.store import read_events, read_samples
+from tests.support.waiting import wait_for
 
 HERE = Path(__file__).parent
 PROTOCOL = HERE / "plate_only_protocol.yaml"
 SPEED = 20.0
-
-
-def _wait_for(pred: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_kill_9_during_plating_then_rig_resume(tmp_path: Path) -> None:
@@ -37,8 +28,17 @@ def test_kill_9_during_plating_then_rig_resume(tmp_path: Path) -> None:
     (tmp_path / "xdg").mkdir()
     cfg, ready = tmp_path / "sim-rig.toml", tmp_path / "ready.json"
     sim = subprocess.Popen(
-        [sys.executable, "-m", "hardware_sim", "--speed", str(SPEED), "--config-out", str(cfg), "--ready-file",
-         str(ready)],
+        [
+            sys.executable,
+            "-m",
+            "hardware_sim",
+            "--speed",
+            str(SPEED),
+            "--config-out",
+            str(cfg),
+            "--ready-file",
+            str(ready),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -46,7 +46,7 @@ def test_kill_9_during_plating_then_rig_resume(tmp_path: Path) -> None:
     rig_cmd = [sys.executable, "-c", "from rig.cli import app; app()"]
     proc: subprocess.Popen[str] | None = None
     try:
-        _wait_for(ready.exists, 30, "the simulator")
+        wait_for(ready.exists, 30, "the simulator")
         control = json.loads(ready.read_text())["control"]
 
         def truth() -> dict[str, Any]:
@@ -60,7 +60,7 @@ def test_kill_9_during_plating_then_rig_resume(tmp_path: Path) -> None:
             text=True,
             env=env,
         )
-        _wait_for(lambda: truth()["current_a"] < -1e-5, 180, "plating")
+        wait_for(lambda: truth()["current_a"] < -1e-5, 180, "plating")
         time.sleep(3.0)  # 60 s into the 216 s plate
         os.kill(proc.pid, signal.SIGKILL)
         t_kill_unix = time.time()
@@ -87,8 +87,10 @@ def test_kill_9_during_plating_then_rig_resume(tmp_path: Path) -> None:
     events = read_events(run_dir / "run.sqlite")
     plate_c = sum(e["data"]["charge_c"] for e in events if e["kind"] == "step_end" and "plate" in e["message"])
     err = abs(plate_c - plated_truth_c) / plated_truth_c
-    print(f"\ncrash resume: samples lost {lost_s:.3f} s; plate charge {plate_c:.6g} C vs truth "
-          f"{plated_truth_c:.6g} C ({100 * err:.4f} %)")
+    print(
+        f"\ncrash resume: samples lost {lost_s:.3f} s; plate charge {plate_c:.6g} C vs truth "
+        f"{plated_truth_c:.6g} C ({100 * err:.4f} %)"
+    )
     assert lost_s <= 1.0
     assert all(b > a for a, b in itertools.pairwise(times))  # monotonic across the resume
     assert err <= 0.001

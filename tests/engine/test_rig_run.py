@@ -15,6 +15,7 @@ import pytest
 
 from hardware_sim.control_port import control_request
 from rig.store import read_events, read_samples
+from tests.support.waiting import wait_for
 
 HERE = Path(__file__).parent
 SHORT = HERE / "short_protocol.yaml"
@@ -65,16 +66,6 @@ def test_rig_run_sim_completes_and_prints_the_coulombic_efficiency(tmp_path: Pat
     assert kinds.count("step") == 3 and "summary" in kinds
 
 
-def _wait_for(pred: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_pause_resume_abort_from_another_terminal(tmp_path: Path) -> None:
     env = _env(tmp_path)
     runs = tmp_path / "runs"
@@ -83,7 +74,7 @@ def test_pause_resume_abort_from_another_terminal(tmp_path: Path) -> None:
         [*cmd, "--runs", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     try:
-        ready = _wait_for(lambda: list(runs.glob("*/sim-ready.json")), 60, "the simulator")
+        ready = wait_for(lambda: list(runs.glob("*/sim-ready.json")), 60, "the simulator")
         control = json.loads(ready[0].read_text())["control"]
 
         def truth() -> dict[str, Any]:
@@ -91,7 +82,7 @@ def test_pause_resume_abort_from_another_terminal(tmp_path: Path) -> None:
             return state
 
         # wait until plating current flows
-        _wait_for(lambda: truth()["current_a"] < -1e-4, 120, "plating to start")
+        wait_for(lambda: truth()["current_a"] < -1e-4, 120, "plating to start")
         paused = _rig("pause", env=env)
         assert paused.returncode == 0, paused.stdout + paused.stderr
         assert json.loads(paused.stdout)["state"] == "paused"
@@ -104,7 +95,7 @@ def test_pause_resume_abort_from_another_terminal(tmp_path: Path) -> None:
         assert json.loads(status.stdout)["state"] == "paused"
         resumed = _rig("resume", env=env)
         assert json.loads(resumed.stdout)["state"] == "running"
-        _wait_for(lambda: truth()["current_a"] < -1e-4, 60, "current after resume")
+        wait_for(lambda: truth()["current_a"] < -1e-4, 60, "current after resume")
         aborted = _rig("abort", env=env)
         assert aborted.returncode == 0
         proc.wait(120)
@@ -134,12 +125,12 @@ def test_sigterm_brings_the_run_to_a_safe_stop(tmp_path: Path) -> None:
         [*cmd, "--runs", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     try:
-        ready = _wait_for(lambda: list(runs.glob("*/sim-ready.json")), 60, "the simulator")
+        ready = wait_for(lambda: list(runs.glob("*/sim-ready.json")), 60, "the simulator")
         control = json.loads(ready[0].read_text())["control"]
-        _wait_for(lambda: control_request(control, {"cmd": "state"})["state"]["current_a"] < -1e-4, 120, "plating")
+        wait_for(lambda: control_request(control, {"cmd": "state"})["state"]["current_a"] < -1e-4, 120, "plating")
         proc.send_signal(signal.SIGTERM)
         # the current goes off at once, before the process is gone
-        _wait_for(lambda: control_request(control, {"cmd": "state"})["state"]["current_a"] == 0.0, 10, "current off")
+        wait_for(lambda: control_request(control, {"cmd": "state"})["state"]["current_a"] == 0.0, 10, "current off")
         proc.wait(120)
     finally:
         if proc.poll() is None:

@@ -15,34 +15,18 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import rig.run_cmd
 from hardware_sim.control_port import control_request
 from rig.export import export_run
 from rig.store import FLAG_RESUMED, read_events, read_samples
+from tests.support.waiting import wait_for
 
 bdf = pytest.importorskip("bdf", reason="the Battery Data Format validator (pip install batterydf)")
-pytestmark = pytest.mark.skipif(
-    not hasattr(rig.run_cmd, "resume_command"), reason="rig resume RUN_DIR (crash resume) is not here yet"
-)
-
 SHORT = Path(__file__).parents[1] / "engine" / "short_protocol.yaml"
 SPEED = 100.0
-
-
-def _wait_for(pred: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_export_of_a_run_killed_while_plating_and_resumed(tmp_path: Path) -> None:
@@ -69,7 +53,7 @@ def test_export_of_a_run_killed_while_plating_and_resumed(tmp_path: Path) -> Non
     rig_cmd = [sys.executable, "-c", "from rig.cli import app; app()"]
     proc: subprocess.Popen[bytes] | None = None
     try:
-        _wait_for(ready.exists, 30, "the simulator")
+        wait_for(ready.exists, 30, "the simulator")
         control = json.loads(ready.read_text())["control"]
         proc = subprocess.Popen(
             [*rig_cmd, "run", str(SHORT), "--config", str(cfg), "--runs", str(runs)],
@@ -77,7 +61,7 @@ def test_export_of_a_run_killed_while_plating_and_resumed(tmp_path: Path) -> Non
             stderr=subprocess.DEVNULL,
             env=env,
         )
-        _wait_for(lambda: control_request(control, {"cmd": "state"})["state"]["current_a"] < -1e-5, 120, "plating")
+        wait_for(lambda: control_request(control, {"cmd": "state"})["state"]["current_a"] < -1e-5, 120, "plating")
         time.sleep(0.6)  # a minute into the six-minute plate
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)

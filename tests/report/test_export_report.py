@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from hardware_sim.control_port import control_request
 from rig.export import BDF_COLUMNS, PROJECT_COLUMNS, export_run, monotonic_test_time
 from rig.report import report_campaign, report_run
 from rig.store import FLAG_PAUSED, read_samples
+from tests.support.waiting import wait_for
 
 bdf = pytest.importorskip("bdf", reason="the Battery Data Format validator (pip install batterydf)")
 pd = pytest.importorskip("pandas")
@@ -41,16 +41,6 @@ def _rig(*args: str, env: dict[str, str], timeout: float = 60.0) -> subprocess.C
     )
 
 
-def _wait_for(pred: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def paused_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A completed simulated DME run at 180 kPa, paused and resumed while plating."""
@@ -64,13 +54,13 @@ def paused_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [*cmd, "--runs", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     try:
-        ready = _wait_for(lambda: list(runs.glob("*/sim-ready.json")), 60, "the simulator")
+        ready = wait_for(lambda: list(runs.glob("*/sim-ready.json")), 60, "the simulator")
         control = json.loads(ready[0].read_text())["control"]
 
         def plating() -> bool:
             return bool(control_request(control, {"cmd": "state"})["state"]["current_a"] < -1e-4)
 
-        _wait_for(plating, 120, "plating")
+        wait_for(plating, 120, "plating")
         assert json.loads(_rig("pause", env=env).stdout)["state"] == "paused"
         time.sleep(0.3)  # 30 s of experiment time paused
         assert json.loads(_rig("resume", env=env).stdout)["state"] == "running"
