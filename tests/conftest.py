@@ -1,11 +1,49 @@
-"""Shared fixtures: the task-leak guard runs for every test."""
+"""Shared fixtures: the task-leak guard runs for every test; the fault matrix collects its figures."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+
+from tests.support.fault_matrix import Figure, check_row, format_table, write_json
+
+_FIGURES = pytest.StashKey[list[Figure]]()
+
+FaultFigure = Callable[..., None]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_FIGURES] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that record a fault-matrix figure carry the `fault_matrix` marker (bench/faults.py selects them)."""
+    for item in items:
+        if "fault_figure" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fault_matrix)
+
+
+@pytest.fixture
+def fault_figure(request: pytest.FixtureRequest) -> FaultFigure:
+    """Record one figure of a fault-matrix row: fault_figure(row, figure, value, goal=..., met=...)."""
+
+    def record(row: int, figure: str, value: str, *, goal: str, met: bool) -> None:
+        check_row(row)
+        request.config.stash[_FIGURES].append(Figure(row, figure, value, goal, bool(met), request.node.nodeid))
+        print(f"\nfault matrix row {row}: {figure} = {value} (goal {goal}) {'met' if met else 'NOT MET'}")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    figures = config.stash.get(_FIGURES, [])
+    if not figures:
+        return
+    terminalreporter.section("fault matrix (issue 9): figures measured in this session")
+    terminalreporter.write_line(format_table(figures))
+    write_json(figures)
 
 
 @pytest.fixture(autouse=True)
