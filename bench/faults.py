@@ -48,8 +48,10 @@ def main() -> int:
         tail = [line for line in proc.stdout.splitlines() if line.strip()][-3:]
         print("\n".join(tail))
         figures = read_json(out)
-    print(f"\nfault matrix: {len(figures)} figures from {len({f.test for f in figures})} tests in {wall:.0f} s "
-          f"(pytest exit {proc.returncode})\n")
+    print(
+        f"\nfault matrix: {len(figures)} figures from {len({f.test for f in figures})} tests in {wall:.0f} s "
+        f"(pytest exit {proc.returncode})\n"
+    )
     print(format_table(figures, all_rows=True))
     rows_with = {f.row for f in figures}
     missing = sorted(set(ROWS) - rows_with)

@@ -79,8 +79,19 @@ def measure(hours: float, speed: float, label: str, work: Path, span_wall_s: flo
     env["XDG_RUNTIME_DIR"] = str(work / "xdg")
     (work / "xdg").mkdir(exist_ok=True)
     runs = work / "runs"
-    cmd = [sys.executable, "-c", "from rig.cli import app; app()", "run", str(proto), "--sim", "--speed", str(speed),
-           "--headless", "--runs", str(runs)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from rig.cli import app; app()",
+        "run",
+        str(proto),
+        "--sim",
+        "--speed",
+        str(speed),
+        "--headless",
+        "--runs",
+        str(runs),
+    ]
     log = (work / "rig.log").open("wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -125,12 +136,16 @@ def main() -> None:
         acc = measure(hours, args.speed, f"{hours:g} h hold at {args.speed:g}x", Path(tmp) / "acc")
         rt = measure(rt_min / 60 + 0.1, 1.0, f"{rt_min:g} min at 1x", Path(tmp) / "rt", span_wall_s=rt_min * 60)
     print("rig run --headless, the rig process only (the simulator is another process)")
-    print(f"{'measurement':<26} {'wall s':>8} {'exp s':>9} {'CPU s':>8} {'CPU % (1x)':>11} {'goal':>6} "
-          f"{'RSS MB':>8} {'growth MB':>10} {'goal':>6}")
+    print(
+        f"{'measurement':<26} {'wall s':>8} {'exp s':>9} {'CPU s':>8} {'CPU % (1x)':>11} {'goal':>6} "
+        f"{'RSS MB':>8} {'growth MB':>10} {'goal':>6}"
+    )
     for m in (acc, rt):
-        print(f"{m.label:<26} {m.wall_s:8.1f} {m.exp_s:9.0f} {m.cpu_s:8.2f} {m.cpu_pct_realtime:11.2f} "
-              f"{'≤ ' + format(GOAL_CPU_PCT, 'g'):>6} {m.rss_end_mb:8.1f} {m.growth_mb:10.2f} "
-              f"{'≤ ' + format(GOAL_MEM_MB, 'g'):>6}")
+        print(
+            f"{m.label:<26} {m.wall_s:8.1f} {m.exp_s:9.0f} {m.cpu_s:8.2f} {m.cpu_pct_realtime:11.2f} "
+            f"{'≤ ' + format(GOAL_CPU_PCT, 'g'):>6} {m.rss_end_mb:8.1f} {m.growth_mb:10.2f} "
+            f"{'≤ ' + format(GOAL_MEM_MB, 'g'):>6}"
+        )
     print("CPU % (1x): CPU seconds per experiment second x 100. At 1x it is the measured share of one core;")
     print("accelerated, the control loop is bus-bound (fewer cycles per experiment second): a lower bound only.")
 

@@ -127,8 +127,13 @@ class Live:
 @contextlib.asynccontextmanager
 async def live_rig(spec: Spec, *, line_timing: bool, initial_gap_um: float = 300.0) -> AsyncIterator[Live]:
     """Simulator + real drivers + controller, closed on exit."""
-    sim = SimulatedRig(params=params_for(spec, initial_gap_um=initial_gap_um), speed=spec.speed,
-                       line_timing=line_timing, baudrate=115200, shared_bus=True)
+    sim = SimulatedRig(
+        params=params_for(spec, initial_gap_um=initial_gap_um),
+        speed=spec.speed,
+        line_timing=line_timing,
+        baudrate=115200,
+        shared_bus=True,
+    )
     await sim.start()
     # the potentiostat's output-off state is HIMP (as `rig check` and the run engine make it): an open cell, not the
     # 2450's NORMAL 0 V short; the bench drives the cell as an ideal current source in the model
@@ -149,8 +154,9 @@ async def live_rig(spec: Spec, *, line_timing: bool, initial_gap_um: float = 300
         clock = ExperimentClock(spec.speed)
         devices = build_devices(cfg, clock=clock)
         settings = ControllerSettings(feed_forward=spec.mode == "ff on")
-        ctl = PressureController.from_config(cfg, force=devices.force, press=devices.press, clock=clock,
-                                             settings=settings)
+        ctl = PressureController.from_config(
+            cfg, force=devices.force, press=devices.press, clock=clock, settings=settings
+        )
         await ctl.start()
         yield Live(sim=sim, clock=clock, ctl=ctl)
     finally:
@@ -161,8 +167,9 @@ async def live_rig(spec: Spec, *, line_timing: bool, initial_gap_um: float = 300
         await sim.close()
 
 
-async def sample_until(live: Live, every_exp_s: float, done: Callable[[], bool],
-                       record: Callable[[float], None]) -> None:
+async def sample_until(
+    live: Live, every_exp_s: float, done: Callable[[], bool], record: Callable[[float], None]
+) -> None:
     """Call `record(t)` every `every_exp_s` of experiment time until `done()`."""
     wall = every_exp_s / live.clock.speed
     while not done():
@@ -203,8 +210,9 @@ async def run_step(spec: Spec) -> Row:
             t_cmd = live.clock.now()
             ctl.set_setpoint(p1)
 
-            def record(t: float, trace: list[tuple[float, float]] = trace,
-                       meas: list[tuple[float, float]] = meas) -> None:
+            def record(
+                t: float, trace: list[tuple[float, float]] = trace, meas: list[tuple[float, float]] = meas
+            ) -> None:
                 trace.append((t, live.true_kpa()))
                 m = ctl.pressure_kpa
                 if m is not None:
@@ -265,8 +273,10 @@ async def run_controlled_hold(spec: Spec) -> Row:
         st = ctl.status()
         row.moves_per_min = (ctl.moves - moves0) / ((live.clock.now() - t0) / 60)
         row.cycle_exp_s = spec.speed / st.rate_hz if st.rate_hz else None
-        row.note = (f"k̂ {st.stiffness_n_per_um:.3g} N/µm, s {st.growth_scale:.2f}, "
-                    f"c {st.drift_um_per_s * 3600:.2f} µm/h, stale {st.stale_readings}")
+        row.note = (
+            f"k̂ {st.stiffness_n_per_um:.3g} N/µm, s {st.growth_scale:.2f}, "
+            f"c {st.drift_um_per_s * 3600:.2f} µm/h, stale {st.stale_readings}"
+        )
     return row
 
 
@@ -349,20 +359,43 @@ def fmt(v: float | None, spec: str = ".2f") -> str:
 
 def table(rows: list[Row], creep_hours: float) -> str:
     """The one table."""
-    head = ("scenario", "k×", "press", "p50", "p99", "max", "p99 meas", "overshoot %", "settle s", "moves/min",
-            "s/cycle", "rate Hz", "jit p99 ms")
+    head = (
+        "scenario",
+        "k×",
+        "press",
+        "p50",
+        "p99",
+        "max",
+        "p99 meas",
+        "overshoot %",
+        "settle s",
+        "moves/min",
+        "s/cycle",
+        "rate Hz",
+        "jit p99 ms",
+    )
     lines = []
     for r in rows:
         name = SCENARIO_NAMES[r.spec.scenario]
         if r.spec.scenario == "creep":
             name = f"{creep_hours:g} h hold 180 kPa (creep)"
-        lines.append((
-            name, f"{r.spec.scale:g}", r.spec.mode,
-            fmt(pct(r.errors, 0.5)), fmt(pct(r.errors, 0.99)), fmt(max(r.errors) if r.errors else None),
-            fmt(pct(r.meas_errors, 0.99)) if r.meas_errors else "–",
-            fmt(r.overshoot_pct), fmt(r.settling_s, ".1f"), fmt(r.moves_per_min, ".1f"),
-            fmt(r.cycle_exp_s, ".3g"), fmt(r.rate_hz, ".1f"), fmt(r.jitter_ms, ".1f"),
-        ))
+        lines.append(
+            (
+                name,
+                f"{r.spec.scale:g}",
+                r.spec.mode,
+                fmt(pct(r.errors, 0.5)),
+                fmt(pct(r.errors, 0.99)),
+                fmt(max(r.errors) if r.errors else None),
+                fmt(pct(r.meas_errors, 0.99)) if r.meas_errors else "–",
+                fmt(r.overshoot_pct),
+                fmt(r.settling_s, ".1f"),
+                fmt(r.moves_per_min, ".1f"),
+                fmt(r.cycle_exp_s, ".3g"),
+                fmt(r.rate_hz, ".1f"),
+                fmt(r.jitter_ms, ".1f"),
+            )
+        )
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
     out = ["  ".join(h.ljust(w) if i < 3 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths, strict=True)))]
     out.append("  ".join("-" * w for w in widths))
@@ -372,8 +405,9 @@ def table(rows: list[Row], creep_hours: float) -> str:
         if prev is not None and key[0] != prev[0]:
             out.append("")
         prev = key
-        out.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(line, widths, strict=True))))
+        out.append(
+            "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+        )
     return "\n".join(out)
 
 
@@ -384,14 +418,18 @@ def goals(rows: list[Row]) -> list[str]:
     if plate:
         worst_meas = max(pct(r.meas_errors, 0.99) for r in plate)
         verdict = "met" if worst_meas <= 1.0 else "MISSED"
-        out.append(f"{verdict}: p99 |P − P_set| ≤ 1.0 kPa during plate/strip as the controller measures it: worst "
-                   f"{worst_meas:.2f} kPa (every stiffness, feed-forward on and off)")
+        out.append(
+            f"{verdict}: p99 |P − P_set| ≤ 1.0 kPa during plate/strip as the controller measures it: worst "
+            f"{worst_meas:.2f} kPa (every stiffness, feed-forward on and off)"
+        )
         missed = [r for r in plate if pct(r.errors, 0.99) > 1.0]
         for r in missed:
             p99 = pct(r.errors, 0.99)
-            out.append(f"MISSED p99 ≤ 1.0 kPa against the TRUE pressure: {SCENARIO_NAMES[r.spec.scenario]} "
-                       f"×{r.spec.scale:g} {r.spec.mode}: {p99:.2f} kPa (+{p99 - 1.0:.2f}); the controller's own view "
-                       f"is {pct(r.meas_errors, 0.99):.2f}: the rest is load-cell drift it cannot see")
+            out.append(
+                f"MISSED p99 ≤ 1.0 kPa against the TRUE pressure: {SCENARIO_NAMES[r.spec.scenario]} "
+                f"×{r.spec.scale:g} {r.spec.mode}: {p99:.2f} kPa (+{p99 - 1.0:.2f}); the controller's own view "
+                f"is {pct(r.meas_errors, 0.99):.2f}: the rest is load-cell drift it cannot see"
+            )
         if not missed:
             out.append("met: p99 |P − P_set| ≤ 1.0 kPa against the TRUE pressure in every plate/strip row")
     for r in rows:
@@ -409,11 +447,15 @@ def goals(rows: list[Row]) -> list[str]:
     if steps and all((r.overshoot_pct or 0) <= 2 and (r.settling_s or 0) <= 10 for r in steps):
         worst_o = max(r.overshoot_pct or 0 for r in steps)
         worst_s = max(r.settling_s or 0 for r in steps)
-        out.append(f"met: overshoot ≤ 2 % (worst {worst_o:.2f} %) and settling ≤ 10 s (worst {worst_s:.1f} s, the "
-                   "40 kPa/s ramp takes 6 s) on 10→250→10 kPa at every stiffness")
+        out.append(
+            f"met: overshoot ≤ 2 % (worst {worst_o:.2f} %) and settling ≤ 10 s (worst {worst_s:.1f} s, the "
+            "40 kPa/s ramp takes 6 s) on 10→250→10 kPa at every stiffness"
+        )
     if steps and all((r.rate_hz or 0) >= 20 and (r.jitter_ms or 99) <= 5 for r in steps):
-        out.append(f"met: ≥ 20 Hz (worst {min(r.rate_hz or 0 for r in steps):.1f} Hz) with p99 period jitter ≤ 5 ms "
-                   f"(worst {max(r.jitter_ms or 0 for r in steps):.1f} ms) on the emulated 115200-baud shared bus")
+        out.append(
+            f"met: ≥ 20 Hz (worst {min(r.rate_hz or 0 for r in steps):.1f} Hz) with p99 period jitter ≤ 5 ms "
+            f"(worst {max(r.jitter_ms or 0 for r in steps):.1f} ms) on the emulated 115200-baud shared bus"
+        )
     return out
 
 
@@ -448,14 +490,20 @@ def main(argv: list[str] | None = None) -> int:
             results[spec] = row
             print(f"  done {spec.scenario} ×{spec.scale:g} {spec.mode} ({row.wall_s:.0f} s)", file=sys.stderr)
     rows = [results[s] for s in steps + longs]
-    print(f"Pressure hold on the simulator (bench/pressure_hold.py{' --quick' if args.quick else ''}); "
-          f"|P − P_set| in kPa from the model's TRUE pressure")
-    print(f"step rows: speed 1, 115200-baud shared bus emulated, ramp 40 kPa/s. plate/strip: speed {args.speed:g}, "
-          f"{charge:g} mAh/cm² at 0.5 mA/cm² then strip to 1 V; creep rows: speed {args.creep_speed:g}; "
-          f"long rows: line timing off, load cell warmed up 1 h; seed {SEED}")
-    print(f"p50/p99/max: TRUE pressure (steps: the last {STEADY_S:g} s of each {step_hold:g} s hold); p99 meas: the "
-          "controller's own view (measured − setpoint); s/cycle: experiment seconds per control cycle; rate, jitter: "
-          "wall, speed-1 rows")
+    print(
+        f"Pressure hold on the simulator (bench/pressure_hold.py{' --quick' if args.quick else ''}); "
+        f"|P − P_set| in kPa from the model's TRUE pressure"
+    )
+    print(
+        f"step rows: speed 1, 115200-baud shared bus emulated, ramp 40 kPa/s. plate/strip: speed {args.speed:g}, "
+        f"{charge:g} mAh/cm² at 0.5 mA/cm² then strip to 1 V; creep rows: speed {args.creep_speed:g}; "
+        f"long rows: line timing off, load cell warmed up 1 h; seed {SEED}"
+    )
+    print(
+        f"p50/p99/max: TRUE pressure (steps: the last {STEADY_S:g} s of each {step_hold:g} s hold); p99 meas: the "
+        "controller's own view (measured − setpoint); s/cycle: experiment seconds per control cycle; rate, jitter: "
+        "wall, speed-1 rows"
+    )
     print()
     print(table(rows, creep_s / 3600))
     print()

@@ -112,8 +112,9 @@ async def controlled_rig(
         cfg = cfg.model_copy(update={"rig": rig, "press": press, "buses": buses, "load_cell": load_cell})
         clock = ExperimentClock(speed)
         devices = build_devices(cfg, clock=clock)
-        ctl = PressureController.from_config(cfg, force=devices.force, press=devices.press, clock=clock,
-                                             settings=settings)
+        ctl = PressureController.from_config(
+            cfg, force=devices.force, press=devices.press, clock=clock, settings=settings
+        )
         await ctl.start()
         yield ControlledRig(sim=sim, cfg=cfg, clock=clock, devices=devices, ctl=ctl)
     finally:

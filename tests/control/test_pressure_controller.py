@@ -66,8 +66,10 @@ async def test_no_motion_on_invalid_or_stale_data(tmp_path: Path, fault: str) ->
         seen = ctl.status()
         await cycles_until(
             rig,
-            lambda: ctl.status().invalid_readings + ctl.status().stale_readings + ctl.status().read_errors
-            >= seen.invalid_readings + seen.stale_readings + seen.read_errors + 8,
+            lambda: (
+                ctl.status().invalid_readings + ctl.status().stale_readings + ctl.status().read_errors
+                >= seen.invalid_readings + seen.stale_readings + seen.read_errors + 8
+            ),
             limit=200,
         )
         assert rig.counter_pulses == counter
@@ -127,7 +129,10 @@ async def test_saturation_winds_nothing_up_and_the_release_stays_within_the_goal
 async def test_overforce_trips_at_the_same_absolute_force_after_a_tare_under_load(tmp_path: Path, driver: str) -> None:
     limit_n = 16.0
     async with controlled_rig(
-        tmp_path, scale=1.0, speed=10.0, driver=driver,
+        tmp_path,
+        scale=1.0,
+        speed=10.0,
+        driver=driver,
         rig_overrides={"hard_force_limit_n": limit_n, "max_pressure_kpa": 120.0},
     ) as rig:
         ctl = rig.ctl

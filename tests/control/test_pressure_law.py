@@ -44,15 +44,32 @@ class Plant:
         return self._filt + self._rng.gauss(0.0, self.noise_n)
 
 
-def run(law: PressureLaw, plant: Plant, ref_n: float, cycles: int, *, growth_um: float = 0.0, ff: bool = False,
-        lower_um: float = -1e6, upper_um: float = 1e6) -> list[float]:
+def run(
+    law: PressureLaw,
+    plant: Plant,
+    ref_n: float,
+    cycles: int,
+    *,
+    growth_um: float = 0.0,
+    ff: bool = False,
+    lower_um: float = -1e6,
+    upper_um: float = 1e6,
+) -> list[float]:
     """Close the loop for `cycles`; returns the true force after each cycle."""
     out = []
     for i in range(cycles):
         plant.deposit_um += growth_um
         f = plant.read()
-        mv = law.step(t_s=float(i), force_n=f, reference_n=ref_n, position_um=plant.x_um, lower_um=lower_um,
-                      upper_um=upper_um, feed_forward=ff, growth_um=growth_um)
+        mv = law.step(
+            t_s=float(i),
+            force_n=f,
+            reference_n=ref_n,
+            position_um=plant.x_um,
+            lower_um=lower_um,
+            upper_um=upper_um,
+            feed_forward=ff,
+            growth_um=growth_um,
+        )
         plant.x_um = mv.target_um
         out.append(plant.force())
     return out
@@ -209,8 +226,16 @@ def test_feed_forward_acts_before_the_error_appears_when_the_loop_is_slow() -> N
         for i in range(400):  # ~0.4 pulse of growth per cycle: the error peaks just before each reading
             plant.deposit_um += 0.2371
             peak = max(peak, abs(plant.force() - 20.0))
-            mv = law.step(t_s=50.0 + i, force_n=plant.read(), reference_n=20.0, position_um=plant.x_um,
-                          lower_um=-1e6, upper_um=1e6, feed_forward=ff, growth_um=0.2371)
+            mv = law.step(
+                t_s=50.0 + i,
+                force_n=plant.read(),
+                reference_n=20.0,
+                position_um=plant.x_um,
+                lower_um=-1e6,
+                upper_um=1e6,
+                feed_forward=ff,
+                growth_um=0.2371,
+            )
             plant.x_um = mv.target_um
         worst[ff] = peak
         band = law.deadband_n()
@@ -229,8 +254,9 @@ def test_growth_scale_converges_over_plate_strip_cycles_despite_decaying_creep()
             for _ in range(60):  # 2 h of 120 s windows; creep decays like the simulator's power law
                 creep = -0.03 / (1 + 0.03 * t) ** 0.75
                 h = sign * 0.00123 * 120
-                est.update(growth_um=h, dt_s=120.0, gained_um=s_true * h + creep * 120 + rng.gauss(0, 0.05),
-                           noise_um=0.05)
+                est.update(
+                    growth_um=h, dt_s=120.0, gained_um=s_true * h + creep * 120 + rng.gauss(0, 0.05), noise_um=0.05
+                )
                 t += 120
         after_cycle.append(est.s)
     assert after_cycle[0] >= 1.2  # most of the way after the first plate/strip
@@ -244,8 +270,15 @@ def test_drift_alone_is_learned_from_the_measured_response() -> None:
     law = PressureLaw(settings(k_initial_n_per_um=k, ff_window_s=60.0))
     for i in range(6000):  # creep-like relaxation of 0.002 µm/s, 1 s per cycle
         plant.deposit_um -= 0.002
-        mv = law.step(t_s=float(i), force_n=plant.read(), reference_n=20.0, position_um=plant.x_um,
-                      lower_um=-1e6, upper_um=1e6, feed_forward=True)
+        mv = law.step(
+            t_s=float(i),
+            force_n=plant.read(),
+            reference_n=20.0,
+            position_um=plant.x_um,
+            lower_um=-1e6,
+            upper_um=1e6,
+            feed_forward=True,
+        )
         plant.x_um = mv.target_um
     assert law.disturbance.c_um_per_s == pytest.approx(-0.002, rel=0.3)
     assert law.disturbance.s == pytest.approx(1.0, abs=0.05)  # no current: nothing to learn about growth

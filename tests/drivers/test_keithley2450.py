@@ -48,9 +48,7 @@ def checked(command: str) -> list[Step]:
     return [(command.encode() + b"\n", None), NO_ERROR]
 
 
-def verify_safe_steps(
-    *, smod: bytes = b"HIMP", vlim: bytes = b"2.000000E+00", errors: Step = NO_ERROR
-) -> list[Step]:
+def verify_safe_steps(*, smod: bytes = b"HIMP", vlim: bytes = b"2.000000E+00", errors: Step = NO_ERROR) -> list[Step]:
     """The conversation of `verify_safe(2.0)`."""
     return [
         (b"*CLS\n", None),

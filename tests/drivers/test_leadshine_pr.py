@@ -61,9 +61,7 @@ async def session(
 ) -> AsyncIterator[Rig]:
     """A drive on slave 2 of a fresh bus whose peer must see exactly `script`."""
     async with expected_protocol(script, check_extra_s=check_extra_s) as peer:
-        bus = ModbusBus(
-            port=peer.serial_url, baudrate=38400, timeout_s=timeout_s, retries=retries, name="bus0"
-        )
+        bus = ModbusBus(port=peer.serial_url, baudrate=38400, timeout_s=timeout_s, retries=retries, name="bus0")
         press = LeadshinePR(bus=bus, device_id=ID, **options)  # type: ignore[arg-type]
         await press.connect()
         try:

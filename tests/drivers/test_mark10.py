@@ -243,9 +243,7 @@ async def test_a_half_line_then_silence_times_out_and_reports_what_came() -> Non
     assert caught.value.reply == b"12."
 
 
-@pytest.mark.parametrize(
-    ("reply", "overload"), [(b"50.1 N\r\n", True), (b"-60 N\r\n", True), (b"50 N\r\n", False)]
-)
+@pytest.mark.parametrize(("reply", "overload"), [(b"50.1 N\r\n", True), (b"-60 N\r\n", True), (b"50 N\r\n", False)])
 async def test_force_beyond_capacity_is_overload(reply: bytes, overload: bool) -> None:
     async with expected_protocol([(b"?\r\n", reply)]) as peer:
         gauge = gauge_at(peer.serial_url, capacity_n=50.0)

@@ -260,9 +260,7 @@ async def test_idempotent_writes_are_retried() -> None:
     request, reply = write_multiple(2, 0x6006, 0, 1600, 0xFFFF, 0xFF60)
     script = [(request, None), (request, reply)]
     async with expected_protocol(script) as peer, make_bus(peer.serial_url, retries=1, timeout_s=0.1) as bus:
-        await bus.write_registers(
-            "press", 2, 0x6006, [0, 1600, 0xFFFF, 0xFF60], what="limits", idempotent=True
-        )
+        await bus.write_registers("press", 2, 0x6006, [0, 1600, 0xFFFF, 0xFF60], what="limits", idempotent=True)
     assert peer.received == [request, request]
 
 
@@ -438,9 +436,7 @@ async def test_port_is_refound_by_usb_serial_number(monkeypatch: pytest.MonkeyPa
 
 
 async def test_absent_usb_serial_number_is_disconnected(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        "drivers.modbus_bus.list_ports.comports", lambda: [FakePortInfo("/dev/ttyUSB0", "OTHER")]
-    )
+    monkeypatch.setattr("drivers.modbus_bus.list_ports.comports", lambda: [FakePortInfo("/dev/ttyUSB0", "OTHER")])
     bus = make_bus("/dev/ttyUSB0", usb_serial="A10KX3")
     with pytest.raises(DeviceDisconnected, match="A10KX3"):
         await bus.read_holding(DEVICE, 1, 0x0008, 1, what="status word")

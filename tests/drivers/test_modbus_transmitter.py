@@ -87,9 +87,7 @@ async def test_read_decodes_devices_md_vectors_to_1_32_newtons() -> None:
         ("N", 2.5, 3.3),
     ],
 )
-async def test_unit_and_scale_convert_to_newtons(
-    unit: str, scale_to_n: float | None, expected_n: float
-) -> None:
+async def test_unit_and_scale_convert_to_newtons(unit: str, scale_to_n: float | None, expected_n: float) -> None:
     script = [(WEIGHT_REQUEST, WEIGHT_132_REPLY), (STATUS_REQUEST, STATUS_2DP_REPLY)]
     async with session(script, unit=unit, scale_to_n=scale_to_n) as rig:
         reading = await rig.tx.read()

@@ -7,121 +7,12 @@ printed (pytest -s shows them); the assertions are structural (counts, flags, st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import sqlite3
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocols.plan import Plan
-from protocols.validate import validate_protocol
-from rig.engine import RunEngine, RunResult, RunState
-from rig.store import FLAG_RESUMED, FLAG_STALE, FLAG_SUSPENDED, RunStore, read_events, read_samples
-from rig.supervisor import SupervisorSettings
-from rig.validate_cmd import limits_from_config
-from tests.control.harness import ControlledRig, controlled_rig
-
-PROTOCOL = """\
-name: overnight test
-operator: tests
-cell: {{id: t-6, electrolyte: dme, working_electrode: Al foil, diameter: 12 mm}}
-steps:
-  - pressure: {{target: {kpa} kPa, rate: 1200 kPa/min, tolerance: 5 kPa, settle: 2 s}}
-  - plate: {{current_density: 0.5 mA/cm^2, capacity: 1 mAh/cm^2, voltage_limit: 1 V}}
-"""
-SETTLE_S = 5.0
-
-
-def _plan(rig: ControlledRig, kpa: float = 100.0) -> Plan:
-    return validate_protocol(PROTOCOL.format(kpa=kpa), "overnight.yaml", limits_from_config(rig.cfg))
-
-
-@dataclass
-class Running:
-    rig: ControlledRig
-    engine: RunEngine
-    store: RunStore
-    task: asyncio.Task[RunResult]
-    truth: list[tuple[float, float, float, int]] = field(default_factory=list)  # t, force N, current A, counter
-
-    def true_current_a(self) -> float:
-        self.rig.sim.model.advance()
-        return float(self.rig.sim.model.state()["current_a"])
-
-    async def until(self, pred: Callable[[], bool], what: str, timeout_exp_s: float = 600.0) -> None:
-        t_end = self.rig.clock.now() + timeout_exp_s
-        while not pred():
-            if self.task.done():
-                raise AssertionError(f"the run ended while waiting for {what}: {self.task.result()}")
-            if self.rig.clock.now() > t_end:
-                raise AssertionError(f"timed out (experiment time) waiting for {what}")
-            await asyncio.sleep(0.002)
-
-
-@contextlib.asynccontextmanager
-async def running(
-    tmp_path: Path,
-    *,
-    kpa: float = 100.0,
-    max_page_count: int | None = None,
-    pot_timeout_s: float | None = None,
-    **rig_kw: object,
-) -> AsyncIterator[Running]:
-    async with controlled_rig(tmp_path, **rig_kw) as rig:  # type: ignore[arg-type]
-        if pot_timeout_s is not None:
-            rig.devices.potentiostat.timeout_s = pot_timeout_s
-        engine_box: list[RunEngine] = []
-        store = RunStore(
-            tmp_path / "run.sqlite",
-            batch_s=0.05,
-            on_error=lambda why: engine_box[0].storage_error(why),
-            on_recover=lambda: engine_box[0].storage_recovered(),
-            max_page_count=max_page_count,
-        )
-        await store.open()
-        engine = RunEngine(
-            plan=_plan(rig, kpa),
-            potentiostat=rig.devices.potentiostat,
-            controller=rig.ctl,
-            clock=rig.clock,
-            voltage_compliance_v=rig.cfg.potentiostat.voltage_limit_v,
-            store=store,
-            sample_period_s=0.25,
-            settle_after_resume_s=SETTLE_S,
-            supervisor=SupervisorSettings(clear_s=1.0),
-        )
-        engine_box.append(engine)
-        task = asyncio.get_running_loop().create_task(engine.run(), name="engine")
-        r = Running(rig, engine, store, task)
-
-        async def record() -> None:
-            while True:
-                m = rig.sim.model
-                m.advance()
-                r.truth.append((rig.clock.now(), m.force_n, float(m.state()["current_a"]), m.axis.counter_pulses))
-                await asyncio.sleep(0.002)
-
-        rec = asyncio.get_running_loop().create_task(record(), name="truth")
-        try:
-            yield r
-        finally:
-            rec.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await rec
-            if not task.done():
-                await engine.abort("test over")
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 120)
-            await store.close()
-
-
-def _quick_check(path: Path) -> str:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return str(conn.execute("PRAGMA quick_check").fetchone()[0])
-    finally:
-        conn.close()
+from rig.engine import RunState
+from rig.store import FLAG_RESUMED, FLAG_STALE, FLAG_SUSPENDED, read_events, read_samples
+from tests.support.run_harness import SETTLE_S, quick_check, running
 
 
 async def test_silent_load_cell_suspends_without_motion_and_resumes_by_itself(tmp_path: Path) -> None:
@@ -213,12 +104,12 @@ async def test_disk_full_suspends_the_run_nothing_corrupt_and_it_resumes_when_sp
         await r.until(lambda: r.true_current_a() == 0.0, "current off", 10.0)
         assert "storage" in (await r.engine.status())["holds"]
         assert r.rig.ctl.mode.value == "hold"  # the pressure is still held: the control loop never waits on storage
-        assert _quick_check(tmp_path / "run.sqlite") == "ok"
+        assert quick_check(tmp_path / "run.sqlite") == "ok"
         await r.store.set_max_page_count(1_000_000)  # space again
         await r.until(lambda: r.engine.state is RunState.RUNNING, "the resume", 120.0)
         await r.until(lambda: r.true_current_a() < -1e-5, "current again", 120.0)
         await r.store.flush()
-    assert _quick_check(tmp_path / "run.sqlite") == "ok"
+    assert quick_check(tmp_path / "run.sqlite") == "ok"
     assert r.store.failed_commits >= 1
     msgs = [e["message"] for e in read_events(tmp_path / "run.sqlite")]
     assert any("storage error" in m for m in msgs)  # kept in the failed batch, committed once space returned

@@ -28,9 +28,7 @@ class SimProcess:
 
 
 @contextlib.contextmanager
-def sim_process(
-    tmp: Path, *args: str, start_timeout_s: float = 30.0, launcher: str = "module"
-) -> Iterator[SimProcess]:
+def sim_process(tmp: Path, *args: str, start_timeout_s: float = 30.0, launcher: str = "module") -> Iterator[SimProcess]:
     """Run `python -m hardware_sim ARGS` (or `rig sim ARGS`) until the block ends; yields once it listens."""
     ready = tmp / "sim-ready.json"
     config = tmp / "sim-rig.toml"

@@ -128,9 +128,7 @@ async def test_galvanostatic_plating_moves_the_right_charge(
     assert model.source_mode == "open"  # HIMP
 
 
-async def test_normal_output_off_shorts_the_cell(
-    smu: Keithley2450Sim, scpi: Scpi, clock: ManualClock
-) -> None:
+async def test_normal_output_off_shorts_the_cell(smu: Keithley2450Sim, scpi: Scpi, clock: ManualClock) -> None:
     assert await scpi.query(":OUTP:CURR:SMOD?") == "NORM"  # the power-on default
     await scpi.write(":SOUR:FUNC CURR;:OUTP OFF")
     clock.advance(10.0)
@@ -143,9 +141,7 @@ async def test_normal_output_off_shorts_the_cell(
     assert state["current_a"] < 0.0  # the 0 V source drains the cell
 
 
-async def test_himp_output_off_leaves_the_cell_open(
-    smu: Keithley2450Sim, scpi: Scpi, clock: ManualClock
-) -> None:
+async def test_himp_output_off_leaves_the_cell_open(smu: Keithley2450Sim, scpi: Scpi, clock: ManualClock) -> None:
     await scpi.write(":OUTP:CURR:SMOD HIMP;:SOUR:FUNC CURR;:OUTP OFF")
     assert await scpi.query(":OUTP:CURR:SMOD?") == "HIMP"
     short_before = smu.model.short_c
