@@ -12,6 +12,7 @@ import pytest
 
 from hardware_sim.params import C_PER_MAH
 from rig.pressure_controller import ApproachError, ControllerMode, OverForceTripped
+from tests.conftest import FaultFigure
 from tests.control.harness import ControlledRig, TruthRecorder, controlled_rig
 
 GOAL_OVERSHOOT = 0.02  # of the step
@@ -96,7 +97,9 @@ async def test_step_overshoot_is_bounded_at_the_stiffest_setting(tmp_path: Path)
         assert truth.values[-1] == pytest.approx(250.0, abs=1.5)
 
 
-async def test_saturation_winds_nothing_up_and_the_release_stays_within_the_goal(tmp_path: Path) -> None:
+async def test_saturation_winds_nothing_up_and_the_release_stays_within_the_goal(
+    tmp_path: Path, fault_figure: FaultFigure
+) -> None:
     # the travel ends ~700 µm into the ×1 stack (~145 kPa): 250 kPa cannot be reached
     async with controlled_rig(tmp_path, scale=1.0, speed=20.0, press_overrides={"travel_max_um": 730.0}) as rig:
         ctl = rig.ctl
@@ -122,11 +125,23 @@ async def test_saturation_winds_nothing_up_and_the_release_stays_within_the_goal
             assert ctl.status().reference_kpa <= saturated_kpa + 1.0  # bumpless: starts from the process
             await ctl.wait_settled(hold_s=2.0, timeout_s=60.0)
         undershoot = (100.0 - min(truth.values)) / (saturated_kpa - 100.0)
+        fault_figure(
+            17,
+            "reference lead while saturated 60 s",
+            f"{worst_lead:.2f} kPa",
+            goal="≤ 2 deadbands",
+            met=worst_lead <= 2 * st.deadband_kpa + 0.5,
+        )
+        fault_figure(
+            17, "post-release overshoot", f"{100 * undershoot:.2f} %", goal="≤ 2 %", met=undershoot <= GOAL_OVERSHOOT
+        )
         assert undershoot <= GOAL_OVERSHOOT, f"release undershoot {undershoot:.2%}"
 
 
 @pytest.mark.parametrize("driver", ["modbus_transmitter", "mark10"])
-async def test_overforce_trips_at_the_same_absolute_force_after_a_tare_under_load(tmp_path: Path, driver: str) -> None:
+async def test_overforce_trips_at_the_same_absolute_force_after_a_tare_under_load(
+    tmp_path: Path, driver: str, fault_figure: FaultFigure
+) -> None:
     limit_n = 16.0
     async with controlled_rig(
         tmp_path,
@@ -148,6 +163,13 @@ async def test_overforce_trips_at_the_same_absolute_force_after_a_tare_under_loa
             await ctl.wait_settled(timeout_s=60.0)
         trip = ctl.status().trip
         assert trip is not None
+        fault_figure(
+            18,
+            f"trip force error ({driver})",
+            f"{trip.force_n - limit_n:+.3f} N at {limit_n:g} N",
+            goal="0 to +0.6 N",
+            met=limit_n <= trip.force_n <= limit_n + 0.6,
+        )
         assert limit_n <= trip.force_n <= limit_n + 0.6
         assert ctl.mode is ControllerMode.TRIPPED
         await ctl.wait_cycles(20)  # the retreat completes

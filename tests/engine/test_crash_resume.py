@@ -15,6 +15,7 @@ from typing import Any
 
 from hardware_sim.control_port import control_request
 from rig.store import read_events, read_samples
+from tests.conftest import FaultFigure
 from tests.support.waiting import wait_for
 
 HERE = Path(__file__).parent
@@ -22,7 +23,7 @@ PROTOCOL = HERE / "plate_only_protocol.yaml"
 SPEED = 20.0
 
 
-def test_kill_9_during_plating_then_rig_resume(tmp_path: Path) -> None:
+def test_kill_9_during_plating_then_rig_resume(tmp_path: Path, fault_figure: FaultFigure) -> None:
     env = os.environ.copy()
     env["XDG_RUNTIME_DIR"] = str(tmp_path / "xdg")
     (tmp_path / "xdg").mkdir()
@@ -91,8 +92,12 @@ def test_kill_9_during_plating_then_rig_resume(tmp_path: Path) -> None:
         f"\ncrash resume: samples lost {lost_s:.3f} s; plate charge {plate_c:.6g} C vs truth "
         f"{plated_truth_c:.6g} C ({100 * err:.4f} %)"
     )
+    drops = sum(1 for a, b in itertools.pairwise(times) if b <= a)
+    fault_figure(9, "samples lost", f"{lost_s:.2f} s (exp.)", goal="≤ 1 s", met=lost_s <= 1.0)
+    fault_figure(9, "test-time drops", str(drops), goal="0", met=drops == 0)
+    fault_figure(9, "plated charge error", f"{100 * err:.4f} %", goal="≤ 0.1 %", met=err <= 0.001)
     assert lost_s <= 1.0
-    assert all(b > a for a, b in itertools.pairwise(times))  # monotonic across the resume
+    assert drops == 0 and len(times) > 10  # monotonic across the resume
     assert err <= 0.001
     assert any(e["kind"] == "resume" and "crash resume #1" in e["message"] for e in events)
     assert json.loads((run_dir / "summary.json").read_text())["state"] == "completed"
