@@ -1,4 +1,5 @@
-"""Fixtures: a real Mosquitto broker per test, on a free port, with passwords and an ACL."""
+"""Fixtures: a real MQTT broker per test (Mosquitto, or amqtt where it is absent), on a free port, with passwords
+and an ACL. RIG_TEST_BROKER=amqtt forces the amqtt fallback (to test it where Mosquitto is installed)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.mqtt.broker import Broker, mosquitto_path
+from tests.mqtt.broker import BROKER_ENV, Broker, broker_kind
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    """Mosquitto, started; stopped after the test."""
-    if mosquitto_path() is None:
+    """A broker, started; stopped after the test."""
+    kind = broker_kind()
+    if kind is None:
         if os.environ.get("CI"):
-            pytest.fail("mosquitto is missing in CI: .ci/run installs it with apt-get")
-        pytest.skip("mosquitto is not installed here (.ci/run installs it with apt-get)")
-    b = Broker(tmp_path / "broker")
+            pytest.fail("no MQTT broker in CI: .ci/run installs mosquitto with apt-get (amqtt comes with .[dev])")
+        pytest.fail(
+            f"no MQTT broker: install mosquitto or amqtt (pip install -e '.[dev]'); {BROKER_ENV}="
+            f"{os.environ.get(BROKER_ENV)}"
+        )
+    b = Broker(tmp_path / "broker", kind=kind)
     b.folder.mkdir()
     b.configure()
     b.start()
