@@ -33,8 +33,10 @@ steps:
 SETTLE_S = 5.0
 
 
-def plan_for(rig: ControlledRig, kpa: float = 100.0) -> Plan:
-    return validate_protocol(PROTOCOL.format(kpa=kpa), "overnight.yaml", limits_from_config(rig.cfg))
+def plan_for(rig: ControlledRig, kpa: float = 100.0, protocol: str | None = None) -> Plan:
+    """The default plate at `kpa`, or `protocol` (YAML text), validated against the simulated rig's limits."""
+    text = protocol if protocol is not None else PROTOCOL.format(kpa=kpa)
+    return validate_protocol(text, "overnight.yaml", limits_from_config(rig.cfg))
 
 
 @dataclass
@@ -66,6 +68,7 @@ async def running(
     kpa: float = 100.0,
     max_page_count: int | None = None,
     pot_timeout_s: float | None = None,
+    protocol: str | None = None,
     **rig_kw: object,
 ) -> AsyncIterator[Running]:
     async with controlled_rig(tmp_path, **rig_kw) as rig:  # type: ignore[arg-type]
@@ -81,7 +84,7 @@ async def running(
         )
         await store.open()
         engine = RunEngine(
-            plan=plan_for(rig, kpa),
+            plan=plan_for(rig, kpa, protocol),
             potentiostat=rig.devices.potentiostat,
             controller=rig.ctl,
             clock=rig.clock,
