@@ -281,7 +281,11 @@ async def execute(
     """Connect the rig, hold pressure, run the plan, and record everything in `run_dir`."""
     clock = ExperimentClock(cfg.clock.speed, offset_s=resume.test_time_s if resume is not None else 0.0)
     devs = build_devices(cfg, clock=clock)
-    controller = PressureController.from_config(cfg, force=devs.force, press=devs.press, clock=clock)
+    try:
+        controller = PressureController.from_config(cfg, force=devs.force, press=devs.press, clock=clock)
+    except ValueError as exc:  # an inconsistent configuration (e.g. the hard limit below the maximum setpoint)
+        await devs.close()
+        raise RunError(f"rig configuration: {exc}") from None
     engine_box: list[RunEngine] = []
     max_pages = os.environ.get(MAX_PAGES_ENV)
     store = RunStore(
@@ -508,6 +512,12 @@ def run_command(
                 run_dir, speed=sim_speed, electrolyte=electrolyte_key(plan.electrolyte), diameter_mm=diameter_mm
             ) as handle:
                 sim_cfg = load_config(handle.config_path)
+                try:  # the simulated rig's own limits (with any RIG_* overrides) apply, as a real rig's would
+                    plan = validate_protocol(text, str(file), limits_from_config(sim_cfg))
+                except ProtocolError as exc:
+                    for issue in exc.issues:
+                        err.print(str(issue), markup=False, highlight=False, soft_wrap=True)
+                    return EXIT_INVALID
                 console.print(f"simulator at {sim_speed:g}x: {', '.join(handle.endpoints.values())}", highlight=False)
                 result = asyncio.run(_execute_checked(plan, sim_cfg, run_dir, text, console, socket_path, headless))
         else:
@@ -518,7 +528,7 @@ def run_command(
             shutil.copy(config, run_dir / "rig.toml")  # type: ignore[arg-type]
             result = asyncio.run(_execute_checked(plan, cfg, run_dir, text, console, socket_path, headless))
     except RunError as exc:
-        err.print(str(exc), highlight=False)
+        err.print(str(exc), highlight=False, soft_wrap=True)
         return EXIT_FAILED
     return _finish(console, plan, result, run_dir)
 

@@ -1,0 +1,103 @@
+"""`rig ack` and `rig run --resume-unfinished` from the command line, against the simulator process (issue 6).
+
+- A hard force limit below the rig's maximum setpoint is a configuration error, refused before anything moves; a
+  protocol beyond the simulated rig's (overridden) pressure range is refused with its file and line.
+- A run killed with -9 during plating is continued by `rig run PROTOCOL --resume-unfinished` in the same folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hardware_sim.control_port import control_request
+from rig.store import read_events, read_samples
+from tests.support.waiting import wait_for
+
+HERE = Path(__file__).parent
+SHORT = HERE / "short_protocol.yaml"  # 180 kPa
+PLATE_ONLY = HERE / "plate_only_protocol.yaml"  # 150 kPa, one 216 s plate
+RIG = [sys.executable, "-c", "from rig.cli import app; app()"]
+AREA_M2 = math.pi * 6e-3**2  # the protocols' 12 mm electrode
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = os.environ.copy()
+    env["XDG_RUNTIME_DIR"] = str(tmp / "xdg")  # each test its own operator socket folder
+    (tmp / "xdg").mkdir(exist_ok=True)
+    env.update(extra)
+    return env
+
+
+def _rig(*args: str, env: dict[str, str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RIG, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_a_hard_limit_below_the_maximum_setpoint_is_refused_before_anything_moves(tmp_path: Path) -> None:
+    env = _env(tmp_path, RIG_RIG__HARD_FORCE_LIMIT_N="13.5")  # below 250 kPa × 1.131 cm² = 28.3 N
+    out = _rig("run", str(SHORT), "--sim", "--speed", "50", "--runs", str(tmp_path / "runs"), env=env, timeout=120)
+    assert out.returncode != 0
+    said = " ".join((out.stdout + out.stderr).split())
+    assert "rig.hard_force_limit_n = 13.5 N must lie above the force of the maximum setpoint" in said
+    assert "Traceback" not in out.stdout + out.stderr
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert not (run_dir / "run.sqlite").exists()  # refused before a store, a device or a move
+
+
+def test_the_simulated_rigs_own_limits_validate_the_protocol(tmp_path: Path) -> None:
+    env = _env(tmp_path, RIG_RIG__MAX_PRESSURE_KPA="110", RIG_RIG__HARD_FORCE_LIMIT_N="13.5")
+    out = _rig("run", str(SHORT), "--sim", "--speed", "50", "--runs", str(tmp_path / "runs"), env=env, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "short_protocol.yaml:10:" in out.stderr and "outside the rig's pressure range 10–110 kPa" in out.stderr
+
+
+def test_rig_run_resume_unfinished_continues_a_killed_run_in_its_folder(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    cfg, ready = tmp_path / "sim-rig.toml", tmp_path / "ready.json"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "hardware_sim", "--speed", "20", "--config-out", str(cfg), "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs = tmp_path / "runs"
+    run_cmd = [*RIG, "run", str(PLATE_ONLY), "--config", str(cfg), "--runs", str(runs)]
+    proc: subprocess.Popen[str] | None = None
+    try:
+        wait_for(ready.exists, 30, "the simulator")
+        control = json.loads(ready.read_text())["control"]
+
+        def current_a() -> float:
+            return float(control_request(control, {"cmd": "state"})["state"]["current_a"])
+
+        proc = subprocess.Popen(run_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, env=env)
+        wait_for(lambda: current_a() < -1e-5, 180, "plating")
+        time.sleep(2.0)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        again = subprocess.run([*run_cmd, "--resume-unfinished"], capture_output=True, text=True, env=env, timeout=240)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        sim.send_signal(signal.SIGTERM)
+        try:
+            sim.wait(10)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+            sim.wait(10)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming the unfinished run" in again.stderr
+    dirs = [d for d in runs.iterdir() if d.is_dir()]
+    assert len(dirs) == 1  # continued in its own folder, no new run
+    events = read_events(dirs[0] / "run.sqlite")
+    assert any(e["kind"] == "resume" and "crash resume #1" in e["message"] for e in events)
+    assert json.loads((dirs[0] / "summary.json").read_text())["state"] == "completed"
+    times = [s.test_time_s for s in read_samples(dirs[0] / "run.sqlite")]
+    assert len(times) > 10 and all(b > a for a, b in itertools.pairwise(times))
