@@ -72,6 +72,13 @@ def serve(
     )
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Write `text` so that a reader that sees `path` exist always sees all of it (temp file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 async def _serve(
     params: SimParams, *, config_out: Path, ready_file: Path | None, pin_pressure_kpa: float | None, **kwargs: Any
 ) -> None:
@@ -91,7 +98,7 @@ async def _serve(
         sys.stdout.flush()
         if ready_file is not None:
             ready = json.dumps({**endpoints, "config": str(config_out)})
-            await asyncio.to_thread(ready_file.write_text, ready)
+            await asyncio.to_thread(_write_atomically, ready_file, ready)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
