@@ -44,7 +44,7 @@ class MqttSettings:
     keepalive_s: int = 10
     queue_size: int = 1000
     reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    reconnect_max_s: float = 5.0  # a broker back after an outage is used again within 5 s
     command_secret: str | None = None
     command_max_age_s: float = 30.0
 

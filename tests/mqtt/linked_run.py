@@ -1,0 +1,98 @@
+"""A run on the in-process simulator published to a real broker, wired as `rig run` wires it (rig/run_cmd.py).
+
+The engine runs under tests/support/run_harness.py `running(...)` (store, supervisor, the model's truth recorded);
+`rig.run_telemetry.run_telemetry` samples `run_snapshot(engine.progress(), controller.status())` into a
+TelemetryLink on the broker, remote pause/resume/abort/ack go to the engine's own handlers, and remote-command
+events go to the run's store, exactly as in `rig run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rig.clock import unix_now
+from rig.config import TelemetrySection
+from rig.run_telemetry import Handler, run_snapshot, run_telemetry
+from rig.telemetry import TelemetryLink
+from tests.mqtt.broker import USERS, Broker
+from tests.support.run_harness import Running, running
+
+PASSWORD_ENV = "RIG_TEST_MQTT_PASSWORD"
+SECRET_ENV = "RIG_TEST_COMMAND_SECRET"
+
+
+@dataclass
+class LinkedRun:
+    run: Running
+    link: TelemetryLink
+
+
+@contextlib.asynccontextmanager
+async def linked_run(
+    broker: Broker,
+    tmp_path: Path,
+    *,
+    kpa: float = 180.0,
+    speed: float = 4.0,
+    rig_id: str = "rig-a",
+    queue_size: int = 1000,
+    rate_hz: float = 4.0,
+    command_secret: str | None = None,
+) -> AsyncIterator[LinkedRun]:
+    """Start the run and its link; yield once the link is connected."""
+    saved = {k: os.environ.get(k) for k in (PASSWORD_ENV, SECRET_ENV)}
+    os.environ[PASSWORD_ENV] = USERS[rig_id]
+    if command_secret is None:
+        os.environ.pop(SECRET_ENV, None)
+    else:
+        os.environ[SECRET_ENV] = command_secret
+    try:
+        async with running(tmp_path, kpa=kpa, speed=speed) as r:
+            tele = TelemetrySection(
+                host="127.0.0.1",
+                port=broker.port,
+                username=rig_id,
+                password_env=PASSWORD_ENV,
+                command_secret_env=SECRET_ENV,
+                rate_hz=rate_hz,
+                queue_size=queue_size,
+            )
+            cfg = r.rig.cfg.model_copy(
+                update={"rig": r.rig.cfg.rig.model_copy(update={"name": rig_id}), "telemetry": tele}
+            )
+            engine, store, clock = r.engine, r.store, r.rig.clock
+
+            def record_remote(kind: str, message: str, data: dict[str, Any]) -> None:
+                store.event(kind, message, test_time_s=clock.now(), unix_time_s=unix_now(), data=data)
+
+            remote: dict[str, Handler] = {
+                "pause": engine.pause,
+                "resume": engine.resume,
+                "abort": engine.abort,
+                "ack": engine.ack,
+            }
+            async with run_telemetry(
+                cfg,
+                snapshot=lambda: run_snapshot(engine.progress(), r.rig.ctl.status()),
+                handlers=remote,
+                record_event=record_remote,
+            ) as link:
+                assert link is not None
+                for _ in range(500):
+                    if link.connected:
+                        break
+                    await asyncio.sleep(0.02)
+                assert link.connected, "the run's link did not connect to the broker"
+                yield LinkedRun(r, link)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
