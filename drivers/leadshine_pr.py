@@ -19,6 +19,11 @@ Travel limits: every move is checked against the verified software limits before
 and no move is accepted until limits have been set and read back. A relative move reads the position counter
 first to know its target; the drive's own software limits remain the backstop.
 
+Re-verification: the bus counts its openings. A drive verified on an earlier opening of the port (the link
+dropped and was re-found, maybe under a new path, and the drive may have been power-cycled meanwhile) refuses
+every move with `DeviceDisconnected` until its travel limits are set and read back again (`verify_safe()` or
+`set_travel_limits_um()`); `reverify_needed` says so without any I/O.
+
 Alarms and moves: a drive in alarm (or disabled) acknowledges a PR0 block and its trigger like any other write
 and then ignores them, so a move would "succeed" without moving. Every move therefore reads the motion status
 first and raises `DeviceAlarm` (naming the alarm code) or `DeviceError` (not enabled) before anything is sent.
@@ -29,7 +34,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from drivers.errors import DeviceAlarm, DeviceError, UnsafeSetting
+from drivers.errors import DeviceAlarm, DeviceDisconnected, DeviceError, UnsafeSetting
 from drivers.interfaces import DeviceIdentity, PressStatus
 from drivers.modbus_bus import ModbusBus, int32_from_words, int32_to_words
 
@@ -110,6 +115,13 @@ class LeadshinePR:
         self.timeout_s = timeout_s
         self._motion: tuple[int, int, int] | None = None
         self._limits_pulses: tuple[int, int] | None = None
+        self._verified_link: int | None = None  # the bus opening on which the limits were last read back
+        self.run_triggers_sent = 0  # PR0 run triggers written (each once: never retried)
+
+    @property
+    def reverify_needed(self) -> bool:
+        """True when the limits were verified once but the port has been re-opened since."""
+        return self._verified_link is not None and self._verified_link != self.bus.link_generation
 
     # ------------------------------------------------------------- link
 
@@ -304,6 +316,7 @@ class LeadshinePR:
                 str(got_lower),
             )
         self._limits_pulses = (lower, upper)
+        self._verified_link = self.bus.link_generation
         return lower, upper
 
     async def travel_limits_um(self) -> tuple[bool, float, float]:
@@ -340,7 +353,17 @@ class LeadshinePR:
             )
         if self._motion is None:
             raise RuntimeError(f"{self.name}: no motion limits; call set_motion_limits() first")
+        self._require_verified_link("move")
         return self._limits_pulses, self._motion
+
+    def _require_verified_link(self, what: str) -> None:
+        if self.reverify_needed:
+            raise DeviceDisconnected(
+                self.name,
+                what,
+                f"the port of {self.bus.name} was re-opened since the drive was verified; nothing was sent "
+                "(set and read back the travel limits again: verify_safe())",
+            )
 
     def _check_target(self, target: int, limits: tuple[int, int]) -> None:
         lower, upper = limits
@@ -359,6 +382,7 @@ class LeadshinePR:
     async def _run_pr0(self, mode: int, target: int, motion: tuple[int, int, int], what: str) -> None:
         velocity, accel, decel = motion
         high, low = int32_to_words(target)
+        self._require_verified_link(what)  # the status read before this may have re-opened the port
         await self._write_block(
             {
                 REG_PR0_MODE: mode,
@@ -371,6 +395,8 @@ class LeadshinePR:
             f"PR0 block: {what}",
         )
         # Never retried: a repeated trigger could run a relative move twice.
+        self._require_verified_link(what)
+        self.run_triggers_sent += 1
         await self._trigger(TRIGGER_RUN_PR0, f"run PR0 ({what})", idempotent=False)
 
     async def _trigger(self, value: int, what: str, *, idempotent: bool) -> None:

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -115,6 +115,10 @@ def int32_to_words(value: int) -> tuple[int, int]:
         raise ValueError(f"{value} does not fit a signed 32-bit register pair")
     high, low = struct.unpack(">HH", struct.pack(">i", value))
     return int(high), int(low)
+
+
+def _list_comports() -> list[Any]:
+    return list(list_ports.comports())
 
 
 def _hex(data: bytes) -> str:
@@ -238,6 +242,7 @@ class ModbusBus:
         retries: int = 2,
         usb_serial: str | None = None,
         name: str = "rs485",
+        port_finder: Callable[[], Iterable[Any]] | None = None,
     ) -> None:
         if baudrate <= 0:
             raise ValueError(f"{name}: baudrate must be positive, got {baudrate}")
@@ -260,6 +265,12 @@ class ModbusBus:
         self.timeout_s = timeout_s
         self.retries = retries
         self.usb_serial = usb_serial
+        # what lists the serial ports and their USB serial numbers (pyserial's list_ports by default; a test
+        # or a simulator may list its own endpoints, which is how a re-plugged adapter's new path is found)
+        self.port_finder: Callable[[], Iterable[Any]] = port_finder or _list_comports
+        #: how many times the port has been opened: a device verified on an earlier opening must be re-verified
+        #: (the adapter may have been re-plugged and the device power-cycled meanwhile)
+        self.link_generation = 0
         self._lock = asyncio.Lock()
         self._link: _SerialLink | None = None
         self._line_free_at = 0.0
@@ -318,7 +329,7 @@ class ModbusBus:
     def _resolve_port(self, device: str) -> str:
         if self.usb_serial is None:
             return self.port
-        for info in list_ports.comports():
+        for info in self.port_finder():
             if getattr(info, "serial_number", None) == self.usb_serial:
                 path = str(info.device)
                 if path != self.port:
@@ -351,7 +362,8 @@ class ModbusBus:
             raise DeviceDisconnected(
                 device, f"open {path} ({self.name})", f"cannot open the port: {exc}"
             ) from exc
-        _log.info("%s: opened %s at %d baud", self.name, path, self.baudrate)
+        self.link_generation += 1
+        _log.info("%s: opened %s at %d baud (opening %d)", self.name, path, self.baudrate, self.link_generation)
         return self._link
 
     async def _drop_link(self) -> None:

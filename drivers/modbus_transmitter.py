@@ -82,6 +82,12 @@ class ModbusTransmitter:
         self.timeout_s = timeout_s
         self._clock: Clock = clock if clock is not None else MonotonicClock()
         self._seq = 0
+        self._verified_link: int | None = None  # the bus opening on which verify_safe() last passed
+
+    @property
+    def reverify_needed(self) -> bool:
+        """True when verify_safe() passed once but the port has been re-opened since (a dropped, re-found link)."""
+        return self._verified_link is not None and self._verified_link != self.bus.link_generation
 
     async def connect(self) -> None:
         """Attach to the bus and open its port (idempotent)."""
@@ -164,6 +170,7 @@ class ModbusTransmitter:
         (adc_speed,) = await self._read(REG_ADC_SPEED, 1, "ADC speed code")
         filter_type, filter_strength = await self._read(REG_FILTER, 2, "filter type/strength")
         (firmware,) = await self._read(REG_FIRMWARE, 1, "firmware version")
+        self._verified_link = self.bus.link_generation
         return {
             "zero_tracking_range": zero_range,
             "zero_tracking_time": zero_time,

@@ -28,6 +28,7 @@ class Faults:
     compliance_trip: bool = False  # potentiostat: force the compliance state
     scpi_error: int = 0  # potentiostat: push this SCPI error code on every command (0 = off)
     nan: bool = False  # reply with a non-number (ASCII 'nan', SCPI 9.9E+37 style) where the device can
+    lost_reply_register: int = 0  # Modbus: a write covering this register is EXECUTED but its reply is lost (0 = off)
 
     def set(self, **values: Any) -> None:
         """Set faults by name, refusing names this device does not support and wrong types."""
@@ -65,7 +66,9 @@ class Faults:
         }
 
 
-MODBUS_FAULTS = frozenset({"no_reply", "delay_s", "corrupt", "modbus_exception", "stuck", "disconnect"})
+MODBUS_FAULTS = frozenset(
+    {"no_reply", "delay_s", "corrupt", "modbus_exception", "stuck", "disconnect", "lost_reply_register"}
+)
 LOADCELL_FAULTS = MODBUS_FAULTS | {"overload"}
 STEPPER_FAULTS = MODBUS_FAULTS | {"lost_steps_fraction", "alarm_code"}
 GAUGE_FAULTS = frozenset({"no_reply", "delay_s", "corrupt", "stuck", "overload", "disconnect", "nan"})

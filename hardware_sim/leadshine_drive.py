@@ -131,6 +131,9 @@ class LeadshineDrive:
         self.eeprom_writes = 0  # 0x2211 "save to EEPROM" commands received (flash wear)
         self.ignored_triggers = 0  # run/homing triggers refused because an alarm was active
         self.last_move_clamped = False  # the last PR0 target was clamped to a software limit
+        self.runs_executed = 0  # run-PR0 triggers the drive acted on (the judge of duplicated moves)
+        # (mode, target pulses, software limits enabled) of every executed run, in order
+        self.run_log: list[tuple[int, int, bool]] = []
         self._alarm = 0
         self._encoder_offset = 0.0  # counter minus platen (pulses) when they were last synchronised
         self._active_trigger = 0
@@ -331,6 +334,8 @@ class LeadshineDrive:
         elif mode != MODE_ABSOLUTE:
             self._command_done = True
             return
+        self.runs_executed += 1
+        self.run_log.append((mode, target, self.limits_enabled))
         target = self._clamp(target)
         self._homing = False
         if rpm <= 0 or target == axis.counter_pulses:
@@ -378,6 +383,16 @@ class LeadshineDrive:
         self._command_done = True
         if was_moving:
             self._path_done = False
+
+    def power_cycle(self) -> None:
+        """Power lost and back (e.g. with a re-plugged cable): the software limits are off and zero again and
+        motion stops. The position counter is kept (an absolute-encoder drive); a drive that loses its counter
+        would need homing, which this simulator does not model here."""
+        self.model.axis.stop()
+        self.limit_control = 0
+        self.limit_words = dict.fromkeys(self.limit_words, 0)
+        self._active_trigger = 0
+        self._command_done = self._path_done = True
 
     def reset_alarm(self) -> None:
         """Control word 0x1111: clear the latched alarm; a persisting cause raises it again."""

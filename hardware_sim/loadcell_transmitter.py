@@ -194,9 +194,26 @@ class LoadCellTransmitter:
         self._creep_t0 = 0.0
         self._zt_held_s = 0.0
         self._stuck: dict[int, int] | None = None
+        self._factory_tracking = (
+            zero_tracking_range_d,
+            zero_tracking_time_ds,
+            creep_tracking_range_d,
+            creep_tracking_time_ds,
+        )
         self.update()  # power-up: the first conversions (and the power-on zero, when enabled)
 
     # ----------------------------------------------------------- protocol
+    def power_cycle(self) -> None:
+        """Power lost and back: zero and creep tracking return to their factory settings and the configuration
+        is locked again (a host must turn tracking off again before it trusts the readings)."""
+        (
+            self.zero_tracking_range_d,
+            self.zero_tracking_time_ds,
+            self.creep_tracking_range_d,
+            self.creep_tracking_time_ds,
+        ) = self._factory_tracking
+        self.locked = True
+
     def response_delay_s(self) -> float:
         """The configured turnaround (register 0x0004) in seconds."""
         return self.response_delay_ms / 1000.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +21,14 @@ from hardware_sim.rtu_line import RtuLineServer
 
 class _Closable(Protocol):
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SimPortInfo:
+    """One entry of the simulator's port listing, shaped like pyserial's `ListPortInfo` (device, serial_number)."""
+
+    device: str
+    serial_number: str
 
 
 LOADCELL_ID = 1
@@ -119,6 +128,11 @@ class SimulatedRig:
         out["potentiostat"] = self.potentiostat.resource
         out["control"] = self.control.address
         return out
+
+    def serial_ports(self) -> list[SimPortInfo]:
+        """The RS-485 adapters as an OS would list them (path and USB serial number); a line moved by
+        `RtuLineServer.reopen()` shows up under its new path with the same serial number."""
+        return [SimPortInfo(device=line.url, serial_number=line.usb_serial) for line in self.lines.values()]
 
     def config_toml(self) -> str:
         """A rig configuration (TOML) for these endpoints, loadable by `rig.config.load_config`."""

@@ -160,6 +160,15 @@ def handle_pdu(slave: RtuSlave, pdu: bytes) -> bytes:
         return _exception(fc, SLAVE_FAILURE)
 
 
+def _covers(pdu: bytes, register: int) -> bool:
+    """True when `pdu` is a write (FC06/FC16) that includes `register` (0: never)."""
+    if not register or len(pdu) < 5 or pdu[0] not in (FC_WRITE_SINGLE, FC_WRITE_MULTIPLE):
+        return False
+    address = _word(pdu, 1)
+    count = 1 if pdu[0] == FC_WRITE_SINGLE else _word(pdu, 3)
+    return address <= register < address + count
+
+
 # ----------------------------------------------------------------- transport
 
 
@@ -174,7 +183,9 @@ class RtuLineServer:
         host: str = "127.0.0.1",
         port: int = 0,
         name: str = "rtu-line",
+        usb_serial: str | None = None,
     ) -> None:
+        self.usb_serial = usb_serial or f"SIM-{name.upper()}"  # the adapter's USB serial number (see reopen)
         self.timing = timing if timing is not None else LineTiming()
         self.host = host
         self.name = name
@@ -239,6 +250,13 @@ class RtuLineServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
+
+    async def reopen(self, port: int = 0) -> int:
+        """The adapter is re-plugged and comes back under a new path: every connection drops, the line listens on
+        `port` (0: a new free port) with the same slaves and state; returns the new TCP port."""
+        await self.close()
+        self._requested_port = port
+        return await self.start()
 
     async def __aenter__(self) -> RtuLineServer:
         await self.start()
@@ -357,6 +375,8 @@ class RtuLineServer:
             reply_pdu = _exception(pdu[0], slave.faults.modbus_exception & 0xFF)
         else:
             reply_pdu = handle_pdu(slave, pdu)
+            if _covers(pdu, slave.faults.lost_reply_register):
+                return None, slave  # executed, and the reply is lost on the way back
         reply = with_crc(bytes([unit]) + reply_pdu)
         if slave.faults.corrupt:
             corrupted = bytearray(reply)

@@ -11,6 +11,13 @@ limit, and then, depending on the mode, makes at most one move:
     TRIPPED   over-force: stopped and retreated; latched until `acknowledge_overforce()`
     FAULT     an unexpected error: no motion until `stop()`
 
+A press that does not answer (a move or a read-back fails after the bus's bounded retries, or its port was
+re-opened since it was verified) makes no motion: the loop keeps reading the force, publishes `press_ok=False`
+(the supervisor suspends the run on it) and a recovery task stops the drive, sets and reads back its travel limits,
+checks it for alarms, re-sends the motion limits and reads the position back before any move is allowed again.
+A move is never re-sent: after the recovery the law starts again from the read-back position. Likewise a load
+cell whose port was re-opened is verified again (`verify_safe()`) before its readings are used.
+
 Guard rails live in the loop: an invalid or stale reading produces no motion; the over-force trip uses the
 absolute (untared, calibration-referenced) force, which a tare does not move; every target is clipped to the
 travel limits, and the drive's own software limits are set to the same window as the backstop.
@@ -76,6 +83,11 @@ class _VerifiableSensor(Protocol):
     async def verify_safe(self) -> dict[str, object]: ...
 
 
+def _reverify_needed(device: object) -> bool:
+    """The driver says its port was re-opened since it was verified (drivers without the notion: never)."""
+    return bool(getattr(device, "reverify_needed", False))
+
+
 class ApproachError(RuntimeError):
     """No contact was found within the allowed travel."""
 
@@ -119,6 +131,7 @@ class ControllerSettings:
     k_max_n_per_um: float = 0.4  # the stiffest stack the rig can have
     step_travel_fraction: float = 0.8  # of what the press travels in one period
     feed_forward: bool = True
+    press_retry_s: float = 0.5  # between recovery attempts of a press that does not answer (wall floor 50 ms)
     settle_tolerance_kpa: float | None = None  # None: 1 % of the setpoint, at least the deadband
     stats_window: int = 4096
     law: LawSettings = field(default_factory=LawSettings)
@@ -156,6 +169,7 @@ class ControlSample:
     setpoint_kpa: float
     position_um: float
     pulses: int
+    press_ok: bool = True  # False while the press is not answering or not yet re-verified (no motion)
 
 
 @dataclass(frozen=True)
@@ -193,6 +207,9 @@ class ControllerStatus:
     jitter_p99_ms: float  # wall, |period − nominal period|
     trip: OverForceTrip | None
     last_error: str
+    press_problem: str = ""  # why the press is unusable now ("" = verified and answering)
+    press_outages: int = 0
+    press_recoveries: int = 0
 
 
 class PressureController:
@@ -290,7 +307,9 @@ class PressureController:
         self._t_prev_cycle: float | None = None
         self._timing_cache: tuple[int, tuple[float, float, float]] | None = None
         self._counts = {"cycles": 0, "moves": 0, "invalid": 0, "stale": 0, "read_errors": 0, "move_errors": 0,
-                        "overruns": 0}
+                        "overruns": 0, "press_outages": 0, "press_recoveries": 0}
+        self._press_problem: str | None = None  # None: the press is verified and answering
+        self._press_task: asyncio.Task[None] | None = None
         self._cycle_event = asyncio.Event()
         self._in_cycle = False
         self._stopping = False
@@ -358,6 +377,11 @@ class PressureController:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        press_task, self._press_task = self._press_task, None
+        if press_task is not None:
+            press_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await press_task
         self._fail_pending(ControllerFault("pressure controller stopped"))
         self._fail_commands(ControllerFault("pressure controller stopped"))
         if self._mode is not ControllerMode.STOPPED:
@@ -449,6 +473,8 @@ class PressureController:
             return
         if self._mode not in (ControllerMode.HOLD, ControllerMode.RELEASE):
             raise self._not_ready("release")
+        if self._press_problem is not None:  # it cannot move: the stack stays held where it is
+            raise ControllerFault(f"cannot release: the press is not answering ({self._press_problem})")
         if ramp_kpa_per_s is not None:
             self.set_ramp_rate(ramp_kpa_per_s)
         self._release_preload_kpa = preload_kpa
@@ -546,6 +572,11 @@ class PressureController:
         return self._last_pressure
 
     @property
+    def press_problem(self) -> str | None:
+        """Why the press is not usable now (None: verified and answering)."""
+        return self._press_problem
+
+    @property
     def moves(self) -> int:
         """Moves commanded so far."""
         return self._counts["moves"]
@@ -593,6 +624,9 @@ class PressureController:
             jitter_p99_ms=jitter99,
             trip=self._trip,
             last_error=self._last_error,
+            press_problem=self._press_problem or "",
+            press_outages=c["press_outages"],
+            press_recoveries=c["press_recoveries"],
         )
 
     def _timing_stats(self) -> tuple[float, float, float]:
@@ -655,10 +689,23 @@ class PressureController:
             else:
                 if not fut.done():
                     fut.set_result(None)
-        if self._position_uncertain:
-            self._position_um = self._snap(await self._press.position_um())
-            self._position_uncertain = False
-            self.law.restart()
+        if self._press_problem is None and _reverify_needed(self._press):
+            self._press_lost("its port was re-opened since it was verified")
+        if self._position_uncertain and self._press_problem is None:
+            try:
+                self._position_um = self._snap(await self._press.position_um())
+            except DeviceError as exc:
+                self._press_lost(f"position read-back failed: {exc}")
+            else:
+                self._position_uncertain = False
+                self.law.restart()
+        if _reverify_needed(self._force) and isinstance(self._force, _VerifiableSensor):
+            try:  # the load cell's port was re-opened: its settings (tracking off) are checked again first
+                await self._force.verify_safe()
+            except DeviceError as exc:
+                self._counts["read_errors"] += 1
+                self._reject(f"re-verify failed: {exc}")
+                return
         try:
             reading = await self._force.read()
         except DeviceError as exc:
@@ -682,6 +729,8 @@ class PressureController:
         pulses = 0
         if f_abs >= self.hard_force_limit_n and self._mode is not ControllerMode.TRIPPED:
             await self._trip_overforce(f_abs, reading.t_s)
+        elif self._press_problem is not None:
+            pass  # the press is not answering or not re-verified: no motion until the recovery task is done
         elif self._mode is ControllerMode.APPROACH:
             pulses = await self._approach(f_abs, f_net, reading.t_s)
         elif self._mode in (ControllerMode.HOLD, ControllerMode.RELEASE):
@@ -868,12 +917,53 @@ class PressureController:
             await self._press.move_absolute_um(target * p)
         except DeviceError as exc:
             self._counts["move_errors"] += 1
-            self._position_uncertain = True  # it may or may not have started: read it back next cycle
+            self._position_uncertain = True  # it may or may not have started: read it back, never re-send it
             self._last_error = f"move failed: {exc}"
+            self._press_lost(f"move failed: {exc}")
             return 0
         self._position_um = target * p
         self._counts["moves"] += 1
         return target - here
+
+    def _press_lost(self, why: str) -> None:
+        """The press did not answer (after the bus's bounded retries): no motion; recover it in the background."""
+        self._last_error = f"press: {why}"
+        if self._press_problem is None:
+            self._counts["press_outages"] += 1
+        self._press_problem = why
+        self._position_uncertain = True
+        self.law.restart()
+        if self._press_task is None or self._press_task.done():
+            self._press_task = asyncio.get_running_loop().create_task(self._recover_press(), name="press-recovery")
+
+    async def _recover_press(self) -> None:
+        """Until it works: reconnect, stop, set and read back the travel limits, check alarms, motion limits,
+        read the position back; only then may the loop move the press again."""
+        lower, upper = self.travel_um
+        velocity, accel, decel = self._motion
+        while not self._stopping:
+            try:
+                await self._press.connect()
+                await self._press.stop()  # whatever was under way ends: the position read below is where it stays
+                await self._press.set_travel_limits_um(lower, upper)
+                await self._press.enable()  # alarms are reported (DeviceAlarm), never reset here
+                await self._press.set_motion_limits(
+                    velocity_rpm=velocity, accel_ms_per_krpm=accel, decel_ms_per_krpm=decel
+                )
+                position = self._snap(await self._press.position_um())
+                if _reverify_needed(self._press):
+                    raise DeviceError(self._press.name, "re-verify", "the port was re-opened during the check")
+            except (DeviceError, OSError) as exc:
+                self._press_problem = f"not answering or not verified: {exc}"
+                self._last_error = f"press: {self._press_problem}"
+                await self._clock.sleep(max(self.settings.press_retry_s, 0.05 * self._clock.speed))
+                continue
+            self._position_um = position
+            self._position_uncertain = False
+            self.law.restart()
+            self._press_problem = None
+            self._counts["press_recoveries"] += 1
+            return
 
     async def _do_tare(self, on_device: bool) -> None:
         before = await self._mean_abs_force(self.settings.tare_readings)
@@ -1002,6 +1092,7 @@ class PressureController:
             setpoint_kpa=self._setpoint_kpa,
             position_um=self._position_um,
             pulses=pulses,
+            press_ok=self._press_problem is None,
         )
         for q in self._subscribers:
             if q.full():

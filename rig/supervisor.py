@@ -4,6 +4,8 @@ Conditions (each a named hold on the engine; the engine suspends while any hold 
   force       no fresh usable load-cell sample for `stale_periods` controller periods (stale, invalid, silent)
   pressure    the held pressure outside ±`band_frac` of the setpoint for longer than `band_grace_s`
   overforce   the controller tripped (latched: only `rig ack` clears it)
+  press       the press drive is not answering or not yet re-verified (the controller makes no motion and
+              recovers it: reconnect, travel limits read back, alarms checked); clears once it is verified again
   lag         the event loop woke up later than `lag_threshold_s` (wall) — the control data may be old
   (the engine adds: storage, potentiostat, compliance)
 
@@ -75,7 +77,7 @@ class SupervisorSettings:
     min_tick_wall_s: float = 0.02
     min_stale_wall_s: float = 0.04  # a floor in wall time (raised for heavily accelerated simulation)
     silent_wall_s: float = 0.1  # no sample at all (the loop blocked in a read) this long in wall time: stale
-    auto_clear: tuple[str, ...] = ("force", "pressure", "lag")
+    auto_clear: tuple[str, ...] = ("force", "pressure", "lag", "press")
 
 
 class Supervisor:
@@ -203,6 +205,10 @@ class Supervisor:
         if sample.mode is ControllerMode.FAULT:
             self._engine.escalate(f"pressure controller fault: {self._ctl.status().last_error}")
             return
+        if not sample.press_ok:
+            self._bad("press", f"press not answering: {self._ctl.press_problem}", now)
+        else:
+            self._good("press", now)
         if not sample.usable:
             # the controller's own freshness rules rejected the reading (stale, silent, invalid, frozen)
             if "force" not in self.active and now - (self._last_usable_t or now) > self._stale_after_s():
