@@ -23,7 +23,7 @@ from rich.table import Table
 from protocols.errors import ProtocolError
 from protocols.plan import Plan, PlannedPlate, PlannedStrip
 from protocols.validate import validate_protocol
-from rig.run_cmd import electrolyte_key
+from rig.run_cmd import RunError, require_sim_electrolyte
 from rig.validate_cmd import default_limits
 
 PAPER_OPTIMA = {"dme": (180.0, 0.882), "ec-dmc": (250.0, 0.861)}
@@ -90,7 +90,13 @@ def load_entries(files: list[Path], err: Console) -> list[CampaignEntry] | None:
             err.print(f"{f}:1:1: cannot read the protocol: {exc}", markup=False, highlight=False)
             bad = True
             continue
-        entries.append(CampaignEntry(f, plan, electrolyte_key(plan.electrolyte), _electro_pressure_kpa(plan)))
+        try:
+            model = require_sim_electrolyte(plan.electrolyte, str(f))
+        except RunError as exc:
+            err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+            bad = True
+            continue
+        entries.append(CampaignEntry(f, plan, model, _electro_pressure_kpa(plan)))
     return None if bad else entries
 
 

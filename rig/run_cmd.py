@@ -112,12 +112,32 @@ class RunError(Exception):
     """The run could not start; the message says why."""
 
 
-def electrolyte_key(text: str) -> str:
-    """Map a protocol's electrolyte text to the simulator's name (dme or ec-dmc)."""
-    t = text.lower()
-    if "ec" in re.split(r"[^a-z]+", t) or "ec-dmc" in t or "ec:dmc" in t or "carbonate" in t:
+def sim_electrolyte(text: str) -> str | None:
+    """The simulator's model for a protocol's electrolyte text: "dme" (ethers), "ec-dmc" (carbonates) or None."""
+    low = text.lower()
+    tokens = set(re.split(r"[^a-z0-9]+", low))
+    letters = re.sub(r"[^a-z]", "", low)
+    if "ecdmc" in letters or "carbonate" in low or tokens & {"ec", "dmc", "pc", "emc", "dec"}:
         return "ec-dmc"
-    return "dme"
+    if "dme" in tokens or "glyme" in low or "ether" in low:
+        return "dme"
+    return None
+
+
+def electrolyte_key(text: str) -> str:
+    """Group runs by electrolyte: the simulator's name (dme or ec-dmc) where it has a model, else the text itself."""
+    return sim_electrolyte(text) or text.strip()
+
+
+def require_sim_electrolyte(text: str, source: str) -> str:
+    """The simulator's model for `text`, or a RunError naming the protocol file and the value."""
+    key = sim_electrolyte(text)
+    if key is None:
+        raise RunError(
+            f"{source}: cell.electrolyte {text!r}: the simulator models an ether (DME) and a carbonate (EC:DMC) "
+            "electrolyte only; name one of them (e.g. 'dme' or 'ec-dmc')"
+        )
+    return key
 
 
 def make_run_dir(root: Path, plan: Plan) -> Path:
@@ -501,6 +521,12 @@ def run_command(
             f"`rig resume {unfinished}` (or `rig run --resume-unfinished`); starting a new run",
             highlight=False,
         )
+    if sim:
+        try:
+            sim_model = require_sim_electrolyte(plan.electrolyte, str(file))
+        except RunError as exc:
+            err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+            return EXIT_INVALID
     run_dir = make_run_dir(runs_root, plan)
     (run_dir / "protocol.yaml").write_text(text, encoding="utf-8")
     console.print(f"run folder: {run_dir}", highlight=False)
@@ -509,7 +535,7 @@ def run_command(
             sim_speed = speed or DEFAULT_SIM_SPEED
             diameter_mm = 2 * (plan.electrode_area_m2 / 3.141592653589793) ** 0.5 * 1e3
             with start_simulator(
-                run_dir, speed=sim_speed, electrolyte=electrolyte_key(plan.electrolyte), diameter_mm=diameter_mm
+                run_dir, speed=sim_speed, electrolyte=sim_model, diameter_mm=diameter_mm
             ) as handle:
                 sim_cfg = load_config(handle.config_path)
                 try:  # the simulated rig's own limits (with any RIG_* overrides) apply, as a real rig's would

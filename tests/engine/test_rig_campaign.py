@@ -44,3 +44,14 @@ def test_campaign_refuses_an_invalid_protocol_before_running_anything(tmp_path: 
     assert out.returncode == 2
     assert f"{bad}:" in out.stderr and "kPa" in out.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_campaign_refuses_an_electrolyte_the_simulator_has_no_model_for(tmp_path: Path) -> None:
+    odd = tmp_path / "odd.yaml"
+    text = (HERE / "short_protocol.yaml").read_text()
+    odd.write_text(text.replace("electrolyte: dme", "electrolyte: LiTFSI in PYR14"))
+    out = _rig("campaign", str(HERE / "short_protocol.yaml"), str(odd), "--sim", "--runs", str(tmp_path / "c"))
+    assert out.returncode == 2
+    said = " ".join(out.stderr.split())
+    assert f"{odd}: cell.electrolyte 'LiTFSI in PYR14'" in said and "the simulator models" in said
+    assert not (tmp_path / "c").exists()  # refused before any simulator or run folder
