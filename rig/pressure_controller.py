@@ -953,8 +953,8 @@ class PressureController:
                 position = self._snap(await self._press.position_um())
                 if _reverify_needed(self._press):
                     raise DeviceError(self._press.name, "re-verify", "the port was re-opened during the check")
-            except (DeviceError, OSError) as exc:
-                self._press_problem = f"not answering or not verified: {exc}"
+            except Exception as exc:  # DeviceError, or anything unexpected: keep it still and try again
+                self._press_problem = f"not answering or not verified: {type(exc).__name__}: {exc}"
                 self._last_error = f"press: {self._press_problem}"
                 await self._clock.sleep(max(self.settings.press_retry_s, 0.05 * self._clock.speed))
                 continue
