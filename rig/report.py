@@ -448,6 +448,19 @@ class CampaignPoint:
     porosity: float | None
     state: str
     simulated: bool
+    condition: str = ""  # the first plate: "0.5 mA/cm², 1 mAh/cm²"
+
+
+def plate_condition(plan: Plan) -> str:
+    """The first plate's current density and capacity (or duration), as the campaign figure states them."""
+    plate = next((s for s in plan.steps if isinstance(s, PlannedPlate)), None)
+    if plate is None:
+        return "no plate"
+    area_cm2 = plan.electrode_area_m2 * 1e4
+    density = f"{-plate.current_a * 1e3 / area_cm2:.3g} mA/cm²"
+    if plate.capacity_c is not None:
+        return f"{density}, {plate.capacity_c / 3.6 / area_cm2:.3g} mAh/cm²"
+    return f"{density}, {plate.duration_s or 0:.0f} s"
 
 
 def find_runs(dirs: Sequence[Path]) -> list[Path]:
@@ -480,6 +493,7 @@ def campaign_points(dirs: Sequence[Path]) -> list[CampaignPoint]:
                 dep.fit.porosity if dep else None,
                 str(run.summary.get("state", "unknown")),
                 run.simulated,
+                plate_condition(run.plan),
             )
         )
     return pts
@@ -523,7 +537,9 @@ def figure_campaign(points: Sequence[CampaignPoint]) -> Figure:
         if ys:
             ax.set_ylim(max(0, min(ys) - 8), min(100, max(ys) + 6))
         ax.legend(loc="lower right", fontsize=9)
-    fig.suptitle("ICE against stack pressure (Na on Al, 0.5 mA/cm², 1 mAh/cm²)", fontsize=12)
+    conditions = sorted({p.condition for p in points})
+    cond = conditions[0] if len(conditions) == 1 else "plating conditions differ between runs: see the table"
+    fig.suptitle(f"ICE against stack pressure (Na on Al, {cond})", fontsize=12)
     return fig
 
 
@@ -545,8 +561,8 @@ def report_campaign(dirs: Sequence[Path], *, out: Path | None = None) -> ReportR
         "",
         "Simulated values are the simulator's model (only the optima are the paper's numbers)." if sim else "",
         "",
-        "| electrolyte | pressure / kPa | ICE / % | paper / % | apparent porosity / % | state | run |",
-        "|---|---:|---:|---:|---:|---|---|",
+        "| electrolyte | pressure / kPa | plate | ICE / % | paper / % | apparent porosity / % | state | run |",
+        "|---|---:|---|---:|---:|---:|---|---|",
     ]
     for p in sorted(points, key=lambda p: (p.electrolyte, p.pressure_kpa)):
         opt = PAPER_OPTIMA.get(p.electrolyte)
@@ -554,7 +570,8 @@ def report_campaign(dirs: Sequence[Path], *, out: Path | None = None) -> ReportR
         ice = "—" if p.ice is None else f"{100 * p.ice:.2f}"
         por = "—" if p.porosity is None else f"{100 * p.porosity:.0f}"
         lines.append(
-            f"| {p.electrolyte} | {p.pressure_kpa:g} | {ice} | {paper} | {por} | {p.state} | `{p.run_dir.name}` |"
+            f"| {p.electrolyte} | {p.pressure_kpa:g} | {p.condition} | {ice} | {paper} | {por} | {p.state} "
+            f"| `{p.run_dir.name}` |"
         )
     lines += ["", "![ICE against pressure](ice_vs_pressure.png)", ""]
     md = out / "report.md"

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from hardware_sim.control_port import control_request
+from protocols.validate import validate_protocol
 from rig.export import BDF_COLUMNS, PROJECT_COLUMNS, export_run, monotonic_test_time
-from rig.report import report_campaign, report_run
+from rig.report import plate_condition, report_campaign, report_run
 from rig.store import FLAG_PAUSED, read_samples
 from tests.support.waiting import wait_for
 
@@ -190,3 +191,12 @@ def test_campaign_report(paused_run: Path, tmp_path: Path) -> None:
     row = next(ln for ln in md.splitlines() if ln.startswith("| dme | 180 |"))
     summary = json.loads((paused_run / "summary.json").read_text())
     assert f"{100 * summary['ice']:.2f}" in row and "| 88.2 |" in row  # the paper's optimum beside it
+    plan = validate_protocol((paused_run / "protocol.yaml").read_text(), "p.yaml")
+    assert f"| {plate_condition(plan)} |" in row  # the run's own plating condition, not a fixed caption
+
+
+def test_plate_condition_states_the_runs_own_density_and_capacity() -> None:
+    text = (Path(__file__).parents[1] / "engine" / "short_protocol.yaml").read_text()
+    assert plate_condition(validate_protocol(text, "short.yaml")) == "0.5 mA/cm², 0.05 mAh/cm²"
+    lib = Path(__file__).parents[2] / "protocols" / "library" / "dme_180kpa_plate_strip.yaml"
+    assert plate_condition(validate_protocol(lib.read_text(), lib.name)) == "0.5 mA/cm², 1 mAh/cm²"
