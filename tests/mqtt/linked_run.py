@@ -2,8 +2,8 @@
 
 The engine runs under tests/support/run_harness.py `running(...)` (store, supervisor, the model's truth recorded);
 `rig.run_telemetry.run_telemetry` samples `run_snapshot(engine.progress(), controller.status())` into a
-TelemetryLink on the broker, remote pause/resume/abort/ack go to the engine's own handlers, and remote-command
-events go to the run's store, exactly as in `rig run`.
+TelemetryLink on the broker; remote pause/resume/abort/ack go to the engine's own handlers (each call counted in
+`LinkedRun.calls`) and remote-command events go to the run's store, exactly as in `rig run`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ SECRET_ENV = "RIG_TEST_COMMAND_SECRET"
 class LinkedRun:
     run: Running
     link: TelemetryLink
+    calls: list[str] = field(default_factory=list)  # remote commands that reached the engine's handlers
 
 
 @contextlib.asynccontextmanager
@@ -71,11 +72,20 @@ async def linked_run(
             def record_remote(kind: str, message: str, data: dict[str, Any]) -> None:
                 store.event(kind, message, test_time_s=clock.now(), unix_time_s=unix_now(), data=data)
 
+            calls: list[str] = []
+
+            def counted(name: str, handler: Handler) -> Handler:
+                async def call() -> dict[str, Any]:
+                    calls.append(name)
+                    return await handler()
+
+                return call
+
             remote: dict[str, Handler] = {
-                "pause": engine.pause,
-                "resume": engine.resume,
-                "abort": engine.abort,
-                "ack": engine.ack,
+                "pause": counted("pause", engine.pause),
+                "resume": counted("resume", engine.resume),
+                "abort": counted("abort", engine.abort),
+                "ack": counted("ack", engine.ack),
             }
             async with run_telemetry(
                 cfg,
@@ -89,7 +99,7 @@ async def linked_run(
                         break
                     await asyncio.sleep(0.02)
                 assert link.connected, "the run's link did not connect to the broker"
-                yield LinkedRun(r, link)
+                yield LinkedRun(r, link, calls)
     finally:
         for k, v in saved.items():
             if v is None:
