@@ -131,7 +131,7 @@ async def test_a_drive_that_never_answers_again_escalates_to_abort_after_the_max
         r.rig.sim.faults["stepper"].set(modbus_exception=4)
         r.rig.ctl.set_setpoint(SETPOINT_KPA + NUDGE_KPA)
         await r.until(lambda: "press" in r.engine.hold_ages(), "the press suspension", 120.0)
-        t_suspend = r.rig.clock.now()
+        t_suspend = r.rig.clock.now() - r.engine.hold_ages()["press"]  # when the hold began
         counter = r.rig.counter_pulses
         result = await asyncio.wait_for(r.task, 120)
         t_end = r.rig.clock.now()
