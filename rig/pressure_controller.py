@@ -39,15 +39,19 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 from drivers.errors import DeviceError
-from drivers.interfaces import ForceReading, ForceSensor, Press
+from drivers.interfaces import ForceReading, ForceSensor, ForceStatus, Press
 from rig.config import RigConfig
 from rig.pressure_law import (
+    FrozenCheck,
+    JumpFilter,
     LawSettings,
     Move,
     PressureLaw,
     SetpointRamp,
     classify_reading,
     deposit_growth_um,
+    robust_period_s,
+    saturation_may_be_real,
 )
 
 __all__ = [
@@ -62,6 +66,10 @@ __all__ = [
     "OverForceTripped",
     "PressureController",
 ]
+
+
+STALE_REASON = "stale: no fresh sample"  # how a sample published by the stale timer starts (rig.supervisor)
+_ON_TIME_WALL_S = 0.003  # a wait that overran by more than this (wall) means the host, not the sensor, was late
 
 
 class ControlClock(Protocol):
@@ -123,8 +131,13 @@ class ControllerSettings:
     approach_step_um: float | None = None  # None: ½ lowest setpoint force / k_max (small overshoot at ×10)
     max_approach_um: float | None = None  # None: up to the upper travel limit
     tare_readings: int = 10
-    stale_periods: float = 2.0
+    stale_periods: float = 2.0  # of the actual sample period (see sample_period_s()): then the data are stale
+    period_window: int = 64  # recent intervals between fresh samples the actual period is taken from
+    period_quantile: float = 0.9
+    period_floor_wall_s: float = 0.02  # the finest schedule a shared host keeps (× speed in experiment time)
     frozen_after_reads: int = 12  # identical values in a row = a frozen sensor (0: off)
+    frozen_sigmas: float = 10.0  # motion/force cross-check: expected change in noise levels before "frozen"
+    spike_steps: float = 3.0  # a change beyond this many per-cycle move limits (+ 10 noise) in one period: a spike
     retreat_margin_um: float = 50.0  # over-force: back to this far before the contact position
     retreat_um: float = 200.0  # over-force with no known contact position: back by this much
     max_step_kpa: float = 10.0  # per-cycle force change the move limit allows at the assumed stiffness
@@ -295,6 +308,12 @@ class PressureController:
         self._last_value: float | None = None
         self._identical = 0
         self._last_usable_t: float | None = None
+        self._last_fresh_t: float | None = None  # reading time of the last usable sample (stale clock)
+        self._fresh_intervals: deque[float] = deque(maxlen=s.period_window)
+        self._stale_flagged = False
+        self._rejected_since_fresh = False
+        self._frozen = FrozenCheck(sigmas=s.frozen_sigmas)
+        self._jumps = JumpFilter()
         self._last_reading_t: float | None = None
         self._last_force_abs: float | None = None
         self._last_pressure: float | None = None
@@ -707,7 +726,7 @@ class PressureController:
                 self._reject(f"re-verify failed: {exc}")
                 return
         try:
-            reading = await self._force.read()
+            reading = await self._read_force()
         except DeviceError as exc:
             self._counts["read_errors"] += 1
             self._reject(f"read failed: {exc}")
@@ -715,11 +734,18 @@ class PressureController:
         now = self._clock.now()
         usable = self._check(reading, now)
         if not usable:
+            if reading.status & (ForceStatus.OVERLOAD | ForceStatus.OVERFLOW):
+                await self._saturated_reading(reading)
             return
         assert reading.value_n is not None
         f_abs = reading.force_n() + self._device_offset_n
-        self._last_force_abs = f_abs
         f_net = f_abs - self._tare_n
+        if why := self._implausible(f_abs, f_net):
+            self._counts["stale" if why.startswith("frozen") else "invalid"] += 1
+            self._reject(why)
+            return
+        self._note_fresh(reading.t_s)
+        self._last_force_abs = f_abs
         kpa = 1e3 * self.area_m2
         self._last_pressure = f_net / kpa
         dt = 0.0 if self._last_usable_t is None else max(0.0, reading.t_s - self._last_usable_t)
@@ -738,6 +764,114 @@ class PressureController:
         self._publish(reading.t_s, True, "", f_abs, pulses)
 
     # ------------------------------------------------------------------------------------------ cycle parts
+
+    def sample_period_s(self) -> float:
+        """The sample period the loop really achieves (experiment s): a high quantile of the recent intervals
+        between fresh usable samples, never below the nominal period nor the host's schedule floor."""
+        s = self.settings
+        return robust_period_s(
+            self._fresh_intervals,
+            nominal_s=s.period_s,
+            quantile=s.period_quantile,
+            floor_s=s.period_floor_wall_s * self._clock.speed,
+        )
+
+    def stale_limit_s(self) -> float:
+        """No fresh usable sample for this long (experiment s) and the load cell is stale: `stale_periods` periods."""
+        return self.settings.stale_periods * self.sample_period_s()
+
+    @property
+    def last_fresh_t(self) -> float | None:
+        """Reading time of the last fresh usable sample (experiment s)."""
+        return self._last_fresh_t
+
+    async def _read_force(self) -> ForceReading:
+        """One read. When the stale limit passes while it is on its way, the loop says so at once (an unusable
+        sample: no motion, the supervisor suspends) and keeps waiting for the read to finish or fail.
+
+        Only a sensor that is late counts, not a loop or a host that did not ask in time: the read must also have
+        been outstanding for a period (it matters only when the loop itself started the read late, e.g. after a
+        tare's burst of readings), and the flag goes up only when a wait ends on time (within `_ON_TIME_WALL_S`)
+        with the read still unanswered; after a late wake-up (the process was descheduled; in accelerated
+        simulation that is many experiment periods) the read gets one more short, on-time wait first. On a
+        responsive host neither costs anything."""
+        loop = asyncio.get_running_loop()
+        asked = self._clock.now()
+        read = asyncio.ensure_future(self._force.read())
+        try:
+            on_time = False  # no wait has yet proved that the loop itself was running
+            while not read.done():
+                if self._last_fresh_t is None or self._stale_flagged:
+                    await asyncio.wait({read})
+                    break
+                # the flag must be up when the data are `stale_periods` old: the timer fires a little early to
+                # cover its own wake-up latency (1 ms of wall time, at most a tenth of a period)
+                period = self.sample_period_s()
+                early = min(0.1 * period, 0.001 * self._clock.speed)
+                due = max(self._last_fresh_t + self.stale_limit_s(), asked + period)
+                left = due - early - self._clock.now()
+                if left <= 0 and on_time:
+                    self._flag_stale()
+                    continue
+                wait_wall = left / self._clock.speed if left > 0 else _ON_TIME_WALL_S
+                t0 = loop.time()
+                await asyncio.wait({read}, timeout=wait_wall)
+                on_time = loop.time() - t0 <= wait_wall + _ON_TIME_WALL_S
+            return read.result()
+        finally:
+            if not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await read
+
+    def _flag_stale(self) -> None:
+        assert self._last_fresh_t is not None
+        age = self._clock.now() - self._last_fresh_t
+        period = self.sample_period_s()
+        self._stale_flagged = True
+        self._counts["stale"] += 1
+        self._reject(
+            f"{STALE_REASON} for {age:.3f} s ({age / period:.2f} actual periods of {period * 1e3:.1f} ms; "
+            f"limit {self.settings.stale_periods:g})"
+        )
+
+    def _note_fresh(self, t_s: float) -> None:
+        """A fresh usable sample: the stale clock restarts; the interval counts as a period unless data were lost."""
+        if self._last_fresh_t is not None and not self._rejected_since_fresh:
+            self._fresh_intervals.append(max(0.0, t_s - self._last_fresh_t))
+        self._last_fresh_t = t_s
+        self._stale_flagged = False
+        self._rejected_since_fresh = False
+
+    def _implausible(self, f_abs: float, f_net: float) -> str:
+        """Spike and frozen checks on a valid, fresh reading; "" when it may be used."""
+        s = self.settings
+        law = self.law
+        jump_limit = s.spike_steps * law.settings.max_step_force_n + 10 * law.noise_n
+        if why := self._jumps.check(f_abs, jump_limit):
+            return why
+        threshold_n = s.contact_threshold_kpa * 1e3 * self.area_m2
+        in_contact = self._mode in (ControllerMode.HOLD, ControllerMode.RELEASE) and f_net > threshold_n
+        learned = law.stiffness.observations >= 3
+        k_low = law.stiffness.value / law.settings.stiffness_safety if learned else law.settings.k_min_n_per_um
+        return self._frozen.update(
+            force_n=f_abs,
+            position_um=self._position_um,
+            k_low_n_per_um=k_low,
+            noise_n=law.noise_n,
+            in_contact=in_contact,
+        )
+
+    async def _saturated_reading(self, reading: ForceReading) -> None:
+        """Overload / over-range: never motion; an over-force trip when the force could really be there."""
+        if self._mode in (ControllerMode.STOPPED, ControllerMode.TRIPPED, ControllerMode.FAULT):
+            return
+        max_change = 2 * self.law.settings.max_step_force_n
+        if saturation_may_be_real(self._last_force_abs, self.hard_force_limit_n, max_change):
+            shown = reading.value_n + self._device_offset_n if reading.value_n is not None else self.hard_force_limit_n
+            await self._trip_overforce(
+                shown, self._clock.now(), cause=f"load cell saturated ({reading.status!r}, raw {reading.raw!r})"
+            )
 
     def _check(self, reading: ForceReading, now: float) -> bool:
         """Freshness rules; unusable readings are counted, published and produce no motion."""
@@ -769,10 +903,20 @@ class PressureController:
 
     def _reject(self, reason: str) -> None:
         self._sensor_ok = False
+        self._rejected_since_fresh = True
         self._last_reject = reason
         self._last_pressure = None
         self.law.restart()
         self._publish(self._clock.now(), False, reason, None, 0)
+        last = self._last_fresh_t
+        # readings come, but none usable (invalid, frozen, spikes, read errors): stale once the data are old. A
+        # reading the sensor answered in time but the loop used late ("… s old") is the host's doing, not the
+        # sensor's: the next one will be fresh.
+        late_use = " old (limit " in reason
+        if self._stale_flagged or late_use or last is None:
+            return
+        if self._clock.now() - last >= self.stale_limit_s():
+            self._flag_stale()
 
     async def _approach(self, f_abs: float, f_net: float, t_s: float) -> int:
         s = self.settings
@@ -819,6 +963,7 @@ class PressureController:
         self._contact_um = self._position_um
         self._mode = ControllerMode.HOLD
         self.law.restart()
+        self._frozen.reset()
         kpa = 1e3 * self.area_m2
         self._ramp = SetpointRamp(f_net)
         self._ramp.set_target(self._setpoint_kpa * kpa, self._ramp_rate_kpa_per_s * kpa, t_s=t_s, start_n=f_net)
@@ -870,12 +1015,14 @@ class PressureController:
                 self._resolve_pending()
         return pulses
 
-    async def _trip_overforce(self, f_abs: float, t_s: float) -> None:
+    async def _trip_overforce(self, f_abs: float, t_s: float, cause: str = "") -> None:
         s = self.settings
         self._mode = ControllerMode.TRIPPED
+        self._frozen.reset()
+        self._jumps.reset()
         here = self._position_um
         retreated: float | None = None
-        detail = ""
+        detail = cause
         try:
             await self._press.emergency_stop()
             here = self._snap(await self._press.position_um())
@@ -891,7 +1038,7 @@ class PressureController:
             retreated = target
         except (DeviceError, ValueError, RuntimeError) as exc:
             self._position_uncertain = True
-            detail = f"retreat failed: {exc}"
+            detail = f"{cause}; retreat failed: {exc}" if cause else f"retreat failed: {exc}"
             self._last_error = detail
         self._trip = OverForceTrip(
             t_s=t_s, force_n=f_abs, limit_n=self.hard_force_limit_n, position_um=here, retreated_to_um=retreated,
@@ -900,7 +1047,8 @@ class PressureController:
         self._fail_pending(
             OverForceTripped(
                 f"over-force: absolute force {f_abs:.2f} N reached the limit {self.hard_force_limit_n:.2f} N "
-                f"(rig.hard_force_limit_n); press stopped and retreated to {retreated} µm; latched until acknowledged"
+                f"(rig.hard_force_limit_n){f' ({cause})' if cause else ''}; press stopped and retreated to "
+                f"{retreated} µm; latched until acknowledged"
             )
         )
 
@@ -988,6 +1136,8 @@ class PressureController:
             if reading.valid:
                 values.append(reading.force_n() + self._device_offset_n)
                 self._last_seq = max(self._last_seq or 0, reading.seq)
+                self._last_fresh_t = reading.t_s  # fresh data for the stale clock (not a loop period)
+                self._stale_flagged = False
                 if len(values) >= n:
                     return statistics.fmean(values)
         raise ControllerFault(f"could not get {n} valid force readings for a tare (got {len(values)})")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -38,6 +39,8 @@ __all__ = [
     "COULOMB_PER_MAH",
     "NA_DENSE_UM_PER_MAH_CM2",
     "DisturbanceEstimator",
+    "FrozenCheck",
+    "JumpFilter",
     "LawSettings",
     "Move",
     "PressureLaw",
@@ -46,6 +49,8 @@ __all__ = [
     "StiffnessEstimator",
     "classify_reading",
     "deposit_growth_um",
+    "robust_period_s",
+    "saturation_may_be_real",
 ]
 
 NA_DENSE_UM_PER_MAH_CM2: Final = 8.86  # paper: dense Na thickness per areal capacity
@@ -96,6 +101,127 @@ def classify_reading(
     if frozen_after > 0 and identical_count >= frozen_after:
         return ReadingVerdict(False, f"stale: value frozen for {identical_count} readings")
     return ReadingVerdict(True)
+
+
+def robust_period_s(
+    intervals: Sequence[float], *, nominal_s: float, quantile: float = 0.9, floor_s: float = 0.0
+) -> float:
+    """The sample period the loop really achieves: a high quantile of recent intervals between fresh samples.
+
+    Never below the nominal period nor `floor_s` (the finest schedule the host can be trusted to keep, in experiment
+    seconds). A quantile, not the last interval or the mean: one slow cycle neither makes the next stale limit
+    generous nor, by being absent, makes it tight enough to call ordinary jitter stale.
+    """
+    base = max(nominal_s, floor_s)
+    finite = sorted(v for v in intervals if math.isfinite(v) and v > 0)
+    if not finite:
+        return base
+    idx = min(len(finite) - 1, max(0, math.ceil(quantile * len(finite)) - 1))
+    return max(base, finite[idx])
+
+
+class FrozenCheck:
+    """Motion/force cross-check: the press moved, the force should have answered, the reading did not.
+
+    An anchor (force, position) is kept; each usable reading in contact compares the force change since the anchor
+    with what the travel since the anchor must have caused at a *low* stiffness (`k_low`, the estimate divided by a
+    safety factor). When the force answered (it moved by at least half of that, or by a few noise levels), the anchor
+    moves to the present reading. When the press has travelled far enough that the expected change is many noise
+    levels (`sigmas`) and at least `min_travel_um`, but the force moved by less than half of it, the sensor is
+    frozen. The verdict holds until the reading changes again (by more than the noise allows); then the anchor
+    restarts. Out of contact (an open gap) the force does not depend on the position, so nothing is checked there.
+    """
+
+    def __init__(self, *, sigmas: float = 10.0, min_travel_um: float = 1.5, answer_fraction: float = 0.5) -> None:
+        self.sigmas = sigmas
+        self.min_travel_um = min_travel_um
+        self.answer_fraction = answer_fraction
+        self._anchor: tuple[float, float] | None = None
+        self.frozen_reason = ""
+
+    def reset(self) -> None:
+        """Forget the anchor (after a gap in the data, a re-engage or a tare)."""
+        self._anchor = None
+        self.frozen_reason = ""
+
+    def update(
+        self, *, force_n: float, position_um: float, k_low_n_per_um: float, noise_n: float, in_contact: bool
+    ) -> str:
+        """One usable reading at the commanded position; returns "" or why the sensor looks frozen."""
+        if not in_contact:
+            self.reset()
+            return ""
+        if self._anchor is None:
+            self._anchor = (force_n, position_um)
+            return ""
+        f0, x0 = self._anchor
+        df = abs(force_n - f0)
+        if self.frozen_reason:
+            if df > 3 * noise_n:  # it moves again: start over from here
+                self._anchor = (force_n, position_um)
+                self.frozen_reason = ""
+            return self.frozen_reason
+        travel = abs(position_um - x0)
+        expected = k_low_n_per_um * travel
+        if df >= max(self.answer_fraction * expected, 3 * noise_n):
+            self._anchor = (force_n, position_um)
+            return ""
+        if travel >= self.min_travel_um and expected >= self.sigmas * noise_n:
+            self.frozen_reason = (
+                f"frozen: the press moved {travel:.1f} µm (≥ {expected:.3f} N expected at {k_low_n_per_um:.4f} N/µm) "
+                f"and the force changed by {df:.4f} N"
+            )
+        return self.frozen_reason
+
+
+class JumpFilter:
+    """One-sample spike rejection: a force that jumped further than physics allows in one period is held back.
+
+    `limit_n` is the largest change one period can bring (the controller's per-cycle move limit, with margin, plus
+    the noise). A reading further than that from the last accepted one is *suspect*: it is not used (no motion, and
+    it cannot trip anything yet). The next reading confirms it when it is also beyond the limit on the same side
+    (the jump persisted: a real step, or a runaway, is then acted on one period late); a reading back near the
+    accepted value rejects it (a spike). A suspect followed by another suspect on the other side is rejected too.
+    """
+
+    def __init__(self) -> None:
+        self.accepted_n: float | None = None
+        self._suspect_n: float | None = None
+        self.spikes = 0
+
+    def reset(self) -> None:
+        """Forget the reference (after a gap in the data)."""
+        self.accepted_n = None
+        self._suspect_n = None
+
+    def check(self, value_n: float, limit_n: float) -> str:
+        """ "" when `value_n` may be used (it becomes the reference), else why it is held back."""
+        ref = self.accepted_n
+        if ref is None or abs(value_n - ref) <= limit_n:
+            if self._suspect_n is not None:
+                self.spikes += 1
+            self._suspect_n = None
+            self.accepted_n = value_n
+            return ""
+        suspect = self._suspect_n
+        if suspect is not None and (suspect - ref) * (value_n - ref) > 0:
+            self._suspect_n = None
+            self.accepted_n = value_n  # the jump persisted: it is real
+            return ""
+        if suspect is not None:
+            self.spikes += 1
+        self._suspect_n = value_n
+        return f"spike: {value_n - ref:+.3f} N in one period (plausible ≤ {limit_n:.3f} N); held until confirmed"
+
+
+def saturation_may_be_real(last_force_n: float | None, hard_limit_n: float, max_change_n: float) -> bool:
+    """A saturated (overload / over-range) reading trips the over-force when the force could really be there.
+
+    The stack's force changes by at most `max_change_n` between two readings (the move limit); after a usable
+    reading within that reach of the hard limit (or with no usable reading at all) saturation may be a real
+    over-force. From far below the limit it cannot be: it is invalid data (no motion, stale), not a trip.
+    """
+    return last_force_n is None or last_force_n >= hard_limit_n - max_change_n
 
 
 # --------------------------------------------------------------------------------------------- the ramp

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from rig.pressure_controller import ControllerMode, ControlSample, PressureController
+from rig.pressure_controller import STALE_REASON, ControllerMode, ControlSample, PressureController
 
 __all__ = ["Supervised", "Supervisor", "SupervisorSettings"]
 
@@ -75,8 +75,8 @@ class SupervisorSettings:
     lag_every_s: float = 0.1  # wall
     max_suspend_s: float = 4 * 3600.0
     min_tick_wall_s: float = 0.02
-    min_stale_wall_s: float = 0.04  # a floor in wall time (raised for heavily accelerated simulation)
-    silent_wall_s: float = 0.1  # no sample at all (the loop blocked in a read) this long in wall time: stale
+    min_stale_wall_s: float = 0.04  # backstop floor in wall time (the controller's own stale flag comes first)
+    silent_wall_s: float = 0.1  # backstop: no sample at all from the control loop this long in wall time: stale
     auto_clear: tuple[str, ...] = ("force", "pressure", "lag", "press")
 
 
@@ -152,8 +152,9 @@ class Supervisor:
             self._engine.clear_hold(key)
 
     def _stale_after_s(self) -> float:
-        """Stale after this many sample periods; the period is what the loop really achieves (as the controller)."""
-        period = max(self._ctl.settings.period_s, max(self._intervals, default=0.0))
+        """Stale after `stale_periods` of the sample period the loop really achieves: the controller's own rule
+        (a high quantile of recent intervals between fresh samples, see PressureController.sample_period_s)."""
+        period = self._ctl.sample_period_s()
         return max(self.s.stale_periods * period, self.s.min_stale_wall_s * self._clock.speed)
 
     async def _watch_samples(self) -> None:
@@ -211,7 +212,8 @@ class Supervisor:
             self._good("press", now)
         if not sample.usable:
             # the controller's own freshness rules rejected the reading (stale, silent, invalid, frozen)
-            if "force" not in self.active and now - (self._last_usable_t or now) > self._stale_after_s():
+            flagged = sample.reason.startswith(STALE_REASON)  # the controller applied the rule itself
+            if "force" not in self.active and (flagged or now - (self._last_usable_t or now) >= self._stale_after_s()):
                 self._mark_stale(now, sample.reason or "unusable")
             return
         self._last_usable_t = sample.t_s
