@@ -1,5 +1,7 @@
 """`rig ack` and `rig run --resume-unfinished` from the command line, against the simulator process (issue 6).
 
+- A load cell that saturates near the hard force limit trips the over-force (it may be real); the trip stays
+  latched (no motion, no current, output HIMP) until `rig ack` from another terminal; the run then ends aborted.
 - A hard force limit below the rig's maximum setpoint is a configuration error, refused before anything moves; a
   protocol beyond the simulated rig's (overridden) pressure range is refused with its file and line.
 - A run killed with -9 during plating is continued by `rig run PROTOCOL --resume-unfinished` in the same folder.
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from hardware_sim.control_port import control_request
 from rig.store import read_events, read_samples
@@ -56,6 +59,65 @@ def test_the_simulated_rigs_own_limits_validate_the_protocol(tmp_path: Path) -> 
     out = _rig("run", str(SHORT), "--sim", "--speed", "50", "--runs", str(tmp_path / "runs"), env=env, timeout=120)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "short_protocol.yaml:10:" in out.stderr and "outside the rig's pressure range 10–110 kPa" in out.stderr
+
+
+def test_an_overforce_trip_stays_latched_until_rig_ack(tmp_path: Path) -> None:
+    # the trip 1.6 N above the 180 kPa hold: a saturated load cell there may be a real over-force, so it trips
+    limit_n = 22.0
+    env = _env(tmp_path, RIG_RIG__HARD_FORCE_LIMIT_N=f"{limit_n}", RIG_RIG__MAX_PRESSURE_KPA="190")
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [*RIG, "run", str(SHORT), "--sim", "--speed", "50", "--runs", str(runs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        ready = wait_for(lambda: list(runs.glob("*/sim-ready.json")), 60, "the simulator")
+        control = json.loads(ready[0].read_text())["control"]
+
+        def truth() -> dict[str, Any]:
+            state: dict[str, Any] = control_request(control, {"cmd": "state"})["state"]
+            return state
+
+        def status() -> dict[str, Any]:
+            out = _rig("status", env=env)
+            assert out.returncode == 0, out.stdout + out.stderr
+            st: dict[str, Any] = json.loads(out.stdout)
+            return st
+
+        wait_for(lambda: truth()["current_a"] < -1e-5, 240, "plating")
+        control_request(control, {"cmd": "fault", "device": "loadcell", "set": {"overload": True}})
+        wait_for(lambda: "overforce" in status()["holds"], 60, "the over-force trip")
+        wait_for(lambda: truth()["current_a"] == 0.0, 30, "the current off")
+        control_request(control, {"cmd": "clear", "device": "loadcell"})
+        t0 = truth()
+        time.sleep(2.0)  # 100 s of experiment time: a latched trip resumes nothing
+        t1 = truth()
+        st = status()
+        acked = _rig("ack", env=env)
+        assert acked.returncode == 0, acked.stdout + acked.stderr
+        reply = json.loads(acked.stdout)
+        proc.wait(120)
+        output = proc.stdout.read() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert st["state"] == "suspended" and "overforce" in st["holds"]
+    assert t1["counter_pulses"] == t0["counter_pulses"]  # no motion while latched
+    assert t1["current_a"] == 0.0 and t1["source_mode"] == "open"  # no current, output HIMP
+    assert t1["force_n"] < limit_n  # retreated below the limit
+    assert reply["acknowledged"] is True
+    assert proc.returncode == 1 and "over-force" in output, output
+    run_dir = next(d for d in runs.iterdir() if d.is_dir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["state"] == "aborted"
+    events = read_events(run_dir / "run.sqlite")
+    acks = [e for e in events if e["kind"] == "operator" and "acknowledged" in e["message"]]
+    trips = [e for e in events if "over-force" in e["message"]]
+    assert acks and trips and trips[0]["test_time_s"] < acks[0]["test_time_s"]
 
 
 def test_rig_run_resume_unfinished_continues_a_killed_run_in_its_folder(tmp_path: Path) -> None:
