@@ -28,6 +28,7 @@ class Faults:
     compliance_trip: bool = False  # potentiostat: force the compliance state
     scpi_error: int = 0  # potentiostat: push this SCPI error code on every command (0 = off)
     nan: bool = False  # reply with a non-number (ASCII 'nan', SCPI 9.9E+37 style) where the device can
+    spike_n: float = 0.0  # load cell: add this many newtons to the next gross-weight reply only, then clear itself
     lost_reply_register: int = 0  # Modbus: a write covering this register is EXECUTED but its reply is lost (0 = off)
 
     def set(self, **values: Any) -> None:
@@ -69,7 +70,7 @@ class Faults:
 MODBUS_FAULTS = frozenset(
     {"no_reply", "delay_s", "corrupt", "modbus_exception", "stuck", "disconnect", "lost_reply_register"}
 )
-LOADCELL_FAULTS = MODBUS_FAULTS | {"overload"}
+LOADCELL_FAULTS = MODBUS_FAULTS | {"overload", "spike_n"}
 STEPPER_FAULTS = MODBUS_FAULTS | {"lost_steps_fraction", "alarm_code"}
 GAUGE_FAULTS = frozenset({"no_reply", "delay_s", "corrupt", "stuck", "overload", "disconnect", "nan"})
 POTENTIOSTAT_FAULTS = frozenset(

@@ -231,6 +231,12 @@ class LoadCellTransmitter:
             regs.update(self._stuck)
         else:
             self._stuck = None
+        if self.faults.spike_n and address <= REG_GROSS < address + count:  # one reading only (an EMI spike)
+            spiked, _ = _clamp_int32(
+                _int32(regs[REG_GROSS], regs[REG_GROSS + 1]) + round(self.faults.spike_n * self._counts_per_n())
+            )
+            regs[REG_GROSS], regs[REG_GROSS + 1] = _words(spiked)
+            self.faults.spike_n = 0.0
         return [regs[a] for a in range(address, address + count)]
 
     def write_registers(self, address: int, values: Sequence[int]) -> None:

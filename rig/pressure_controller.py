@@ -830,9 +830,10 @@ class PressureController:
         period = self.sample_period_s()
         self._stale_flagged = True
         self._counts["stale"] += 1
+        last = f": {self._last_reject}" if self._rejected_since_fresh and self._last_reject else ""
         self._reject(
             f"{STALE_REASON} for {age:.3f} s ({age / period:.2f} actual periods of {period * 1e3:.1f} ms; "
-            f"limit {self.settings.stale_periods:g})"
+            f"limit {self.settings.stale_periods:g}){last}"
         )
 
     def _note_fresh(self, t_s: float) -> None:
@@ -856,7 +857,7 @@ class PressureController:
         k_low = law.stiffness.value / law.settings.stiffness_safety if learned else law.settings.k_min_n_per_um
         return self._frozen.update(
             force_n=f_abs,
-            position_um=self._position_um,
+            position_um=law.net_position_um(self._position_um),
             k_low_n_per_um=k_low,
             noise_n=law.noise_n,
             in_contact=in_contact,

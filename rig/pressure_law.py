@@ -499,6 +499,11 @@ class PressureLaw:
         travel = s.max_step_um if max_step_um is None else max_step_um
         return min(s.max_step_force_n / self.stiffness.upper(s.stiffness_safety), travel)
 
+    def net_position_um(self, position_um: float) -> float:
+        """Penetration that moves the force: the press position plus the predicted deposit growth and drift so far
+        (the press gives way to a growing deposit at a constant force; that is not motion the force must show)."""
+        return position_um + self._scaled_growth_um
+
     def restart(self) -> None:
         """Forget the observation windows (after a gap in the data or a re-engage); keeps the estimates."""
         self._prev = None
