@@ -1,10 +1,10 @@
 """Fault matrix row 3: NaN, inf, over-range, saturation codes, a single spike, garbage bytes.
 
-- Property: ≥ 10⁵ hostile raw inputs (Modbus register triples: gross weight high/low word and status word; ASCII
-  reply lines of the Mark-10) go through the real drivers' decoding (`ModbusTransmitter.read`, `Mark10.read`, with
-  the transport replaced by a stub that returns the raw data) and the controller's freshness check
-  (`classify_reading`). Counted: readings classed usable whose value is not finite or lies past the sensor's range.
-  Seeded, so a failure names its case and repeats.
+- Property: ≥ 10⁵ (10⁶ with RIG_FAULT_LONG=1) hostile raw inputs (Modbus register triples: gross weight high/low
+  word and status word; ASCII reply lines of the Mark-10) go through the real drivers' decoding
+  (`ModbusTransmitter.read`, `Mark10.read`, with the transport replaced by a stub that returns the raw data) and the
+  controller's freshness check (`classify_reading`). Counted: readings classed usable whose value is not finite or
+  lies past the sensor's range. Seeded, so a failure names its case and repeats.
 - Saturation against the simulator (overload bit): near the hard limit it trips the over-force (stop, retreat,
   latched) at once; far below it, it is invalid data and makes no motion.
 - A single spike against the simulator (the transmitter's one-reading `spike_n` fault): no motion and no trip,
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,9 @@ from rig.pressure_law import JumpFilter, classify_reading, saturation_may_be_rea
 from tests.conftest import FaultFigure
 from tests.control.harness import ControlledRig, controlled_rig
 
-CASES_MODBUS = 60_000
-CASES_ASCII = 60_000
+LONG = bool(os.environ.get("RIG_FAULT_LONG"))  # bench/faults.py --long: ten times the cases
+CASES_MODBUS = 600_000 if LONG else 60_000
+CASES_ASCII = 600_000 if LONG else 60_000
 SEED = 20261125
 AREA_M2 = math.pi * 6e-3**2  # the simulator's 12 mm electrode
 
