@@ -212,8 +212,12 @@ class Supervisor:
             self._good("press", now)
         if not sample.usable:
             # the controller's own freshness rules rejected the reading (stale, silent, invalid, frozen)
-            flagged = sample.reason.startswith(STALE_REASON)  # the controller applied the rule itself
-            if "force" not in self.active and (flagged or now - (self._last_usable_t or now) >= self._stale_after_s()):
+            # the controller applied the 2-period rule itself (its timer fires up to a tenth early to cover its own
+            # latency); the wall-time floor (raised for heavily accelerated simulation, rig.run_cmd) still holds
+            flagged = sample.reason.startswith(STALE_REASON)
+            age = now - (self._last_usable_t or now)
+            limit = 0.9 * self.s.min_stale_wall_s * self._clock.speed if flagged else self._stale_after_s()
+            if "force" not in self.active and age >= limit:
                 self._mark_stale(now, sample.reason or "unusable")
             return
         self._last_usable_t = sample.t_s
