@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rig.engine import RunState
 from rig.pressure_controller import ControlSample
+from rig.pressure_law import FrozenCheck
 from rig.store import read_events
 from tests.conftest import FaultFigure
 from tests.support.run_harness import running
@@ -86,3 +87,26 @@ async def test_frozen_load_cell_is_caught_by_the_motion_force_cross_check_suspen
     kinds = [(e["kind"], e["message"]) for e in read_events(tmp_path / "run.sqlite")]
     assert any(k == "alarm" and "frozen" in m for k, m in kinds), kinds
     assert any(k == "state" and "suspended -> running" in m for k, m in kinds)
+
+
+def test_cross_check_calls_a_still_force_under_a_moving_press_frozen_and_nothing_else() -> None:
+    k_low, noise = 0.01, 0.004  # N/µm, N: 10 noise levels need 4 µm of travel
+    frozen = FrozenCheck()
+    assert frozen.update(force_n=11.3, position_um=100.0, k_low_n_per_um=k_low, noise_n=noise, in_contact=True) == ""
+    assert frozen.update(force_n=11.3, position_um=102.0, k_low_n_per_um=k_low, noise_n=noise, in_contact=True) == ""
+    why = frozen.update(force_n=11.3, position_um=104.5, k_low_n_per_um=k_low, noise_n=noise, in_contact=True)
+    assert why.startswith("frozen: the press moved 4.5 µm")
+    assert frozen.update(force_n=11.301, position_um=104.5, k_low_n_per_um=k_low, noise_n=noise, in_contact=True)
+    assert frozen.update(force_n=11.4, position_um=104.5, k_low_n_per_um=k_low, noise_n=noise, in_contact=True) == ""
+    # a force that answers (twice what k_low predicts: the real stiffness) never looks frozen, however far it goes
+    healthy = FrozenCheck()
+    for i in range(200):
+        x = 100.0 + 0.5 * i
+        f = 11.3 + 2 * k_low * 0.5 * i
+        assert healthy.update(force_n=f, position_um=x, k_low_n_per_um=k_low, noise_n=noise, in_contact=True) == ""
+    # out of contact the force does not depend on the position: the approach is never frozen
+    gap = FrozenCheck()
+    for i in range(200):
+        assert (
+            gap.update(force_n=0.01, position_um=float(i), k_low_n_per_um=k_low, noise_n=noise, in_contact=False) == ""
+        )
