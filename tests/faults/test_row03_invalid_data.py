@@ -302,3 +302,45 @@ async def test_a_single_spike_moves_nothing_and_trips_nothing(
         assert st.trip is None and ctl.mode is ControllerMode.HOLD
         assert max(abs(p - 100.0) for p in truth) <= 1.5  # the press did not act on it
         assert rig.sim.faults["loadcell"].spike_n == 0.0  # the simulator sent it once
+
+
+@pytest.mark.parametrize(
+    ("driver", "device", "fault"),
+    [
+        ("modbus_transmitter", "loadcell", "corrupt"),  # garbage bytes on RS-485: bad CRC
+        ("mark10", "gauge", "corrupt"),  # garbage bytes on the ASCII line
+        ("mark10", "gauge", "nan"),  # the gauge answers 'nan'
+    ],
+)
+async def test_garbage_and_nan_on_the_wire_move_nothing_and_the_hold_returns(
+    tmp_path: Path, fault_figure: FaultFigure, driver: str, device: str, fault: str
+) -> None:
+    bus = {"timeout_s": 0.05, "retries": 0}  # a corrupt Modbus frame is silence to the master: short timeouts
+    async with controlled_rig(tmp_path, speed=5.0, driver=driver, bus_overrides=bus) as rig:
+        ctl = rig.ctl
+        await _hold(rig, 100.0)
+        counter = rig.counter_pulses
+        seen = ctl.status()
+        rig.sim.faults[device].set(**{fault: True})
+        ctl.set_setpoint(110.0)  # would move the press if anything reached the law
+        for _ in range(300):
+            await ctl.wait_cycles(1)
+            st = ctl.status()
+            bad = st.invalid_readings + st.read_errors - seen.invalid_readings - seen.read_errors
+            if bad >= 10:
+                break
+        st = ctl.status()
+        pulses = rig.counter_pulses - counter
+        print(f"\n{driver} {fault}: {bad} readings refused ({st.last_reject[:90]}); {pulses} pulses; trip {st.trip}")
+        fault_figure(
+            3,
+            f"{fault} ({driver}): motion",
+            f"{pulses} pulses over {bad} bad readings",
+            goal="0",
+            met=pulses == 0 and bad >= 10,
+        )
+        assert bad >= 10 and pulses == 0 and st.moves == seen.moves
+        assert st.trip is None and not st.sensor_ok
+        rig.sim.faults[device].clear()
+        await ctl.wait_settled(timeout_s=60.0)
+        assert rig.true_kpa() == pytest.approx(110.0, abs=1.5)
