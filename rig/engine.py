@@ -532,6 +532,7 @@ class RunEngine:
             while True:
                 await self._clock.sleep(self._sample_period_s)
                 if not self._resume.is_set() or not self._output_on:
+                    self._record()  # the moment the suspension is acted on (the current still flows): no gap
                     await self._current_off()
                     await self._checkpoint()
                     await self._resume_current(step, current)
@@ -655,11 +656,15 @@ class RunEngine:
             raise RunAborted(self._abort_reason)
         waited = False
         while not self._resume.is_set():
+            if not waited:
+                self._record()  # the suspension's first sample at once: no gap in the data while it lasts
             waited = True
             if "potentiostat" in self._holds:
                 await self._reconnect_potentiostat()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (a stop that never ends)
             try:
-                await asyncio.wait_for(self._resume.wait(), self._clock_wall(self._sample_period_s))
+                async with asyncio.timeout(self._clock_wall(self._sample_period_s)):
+                    await self._resume.wait()
             except TimeoutError:
                 self._record()
         if self._abort_reason is not None:
