@@ -226,9 +226,7 @@ class Keithley2450:
         vendor, model, serial_no, firmware = fields
         if self.expected_model is not None and self.expected_model.upper() not in model.upper():
             raise DeviceProtocolError(self.name, "*IDN?", f"not a {self.expected_model}", reply)
-        return DeviceIdentity(
-            device=self.name, vendor=vendor, model=model, serial=serial_no, firmware=firmware
-        )
+        return DeviceIdentity(device=self.name, vendor=vendor, model=model, serial=serial_no, firmware=firmware)
 
     async def configure_galvanostatic(self, config: GalvanostaticConfig) -> None:
         """Source current, measure voltage; output state unchanged. RSEN changes only with the output off."""
@@ -372,9 +370,7 @@ class Keithley2450:
             detail = f"instrument reported error {first.code} ({first.message})"
             if len(errors) > 1:
                 detail += f" and {len(errors) - 1} more"
-            raise DeviceExceptionReply(
-                self.name, command, detail, "; ".join(str(e) for e in errors), code=first.code
-            )
+            raise DeviceExceptionReply(self.name, command, detail, "; ".join(str(e) for e in errors), code=first.code)
 
     async def _write(self, command: str) -> None:
         """Write one command; the lock is held."""

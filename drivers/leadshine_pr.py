@@ -203,9 +203,7 @@ class LeadshinePR:
 
     # ---------------------------------------------------------- motion
 
-    async def set_motion_limits(
-        self, *, velocity_rpm: int, accel_ms_per_krpm: int, decel_ms_per_krpm: int
-    ) -> None:
+    async def set_motion_limits(self, *, velocity_rpm: int, accel_ms_per_krpm: int, decel_ms_per_krpm: int) -> None:
         """Write PR0 velocity, acceleration and deceleration; moves send them again with every PR0 block."""
         for label, value in (
             ("velocity_rpm", velocity_rpm),

@@ -19,6 +19,7 @@ Identity: the ASCII protocol has no reliable identity query, so `identify()` ret
 Zero and tare: the gauge has one zero function (`Z`), which zeroes at the present load; both map to it.
 Sign: the gauge's sign is passed through unless `invert_sign=True`.
 """
+
 from __future__ import annotations
 
 import math

@@ -333,16 +333,13 @@ class ModbusBus:
             if getattr(info, "serial_number", None) == self.usb_serial:
                 path = str(info.device)
                 if path != self.port:
-                    _log.warning(
-                        "%s: USB serial %s is now at %s (was %s)", self.name, self.usb_serial, path, self.port
-                    )
+                    _log.warning("%s: USB serial %s is now at %s (was %s)", self.name, self.usb_serial, path, self.port)
                     self.port = path
                 return path
         raise DeviceDisconnected(
             device,
             f"find port of {self.name}",
-            f"no serial port with USB serial number {self.usb_serial!r} is present "
-            f"(last seen at {self.port})",
+            f"no serial port with USB serial number {self.usb_serial!r} is present (last seen at {self.port})",
         )
 
     def _ensure_open(self, device: str) -> _SerialLink:
@@ -359,9 +356,7 @@ class ModbusBus:
                 write_timeout_s=self.timeout_s,
             )
         except (serial.SerialException, OSError) as exc:
-            raise DeviceDisconnected(
-                device, f"open {path} ({self.name})", f"cannot open the port: {exc}"
-            ) from exc
+            raise DeviceDisconnected(device, f"open {path} ({self.name})", f"cannot open the port: {exc}") from exc
         self.link_generation += 1
         _log.info("%s: opened %s at %d baud (opening %d)", self.name, path, self.baudrate, self.link_generation)
         return self._link
@@ -402,9 +397,7 @@ class ModbusBus:
             retry=retry,
         )
         if frame[2] != 2 * count:
-            raise DeviceProtocolError(
-                device, command, f"byte count {frame[2]}, expected {2 * count}", _hex(frame)
-            )
+            raise DeviceProtocolError(device, command, f"byte count {frame[2]}, expected {2 * count}", _hex(frame))
         return list(struct.unpack(f">{count}H", frame[3:-2]))
 
     async def write_register(
@@ -455,9 +448,7 @@ class ModbusBus:
             device, device_id, FC_WRITE_MULTIPLE, request, 8, command, timeout_s=timeout_s, retry=idempotent
         )
         if frame[2:6] != request[2:6]:
-            raise DeviceProtocolError(
-                device, command, "the reply names other registers than were written", _hex(frame)
-            )
+            raise DeviceProtocolError(device, command, "the reply names other registers than were written", _hex(frame))
 
     def _command(
         self,
@@ -505,9 +496,7 @@ class ModbusBus:
                     )
                 # The lock is taken per attempt: a waiting device (an emergency stop) can go between retries.
                 async with self._lock:
-                    frame = await self._exchange(
-                        device, device_id, function, request, reply_len, command, timeout
-                    )
+                    frame = await self._exchange(device, device_id, function, request, reply_len, command, timeout)
         return frame
 
     async def _exchange(
@@ -581,9 +570,7 @@ class ModbusBus:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 if not buf:
-                    raise DeviceTimeout(
-                        device, command, f"no reply (nothing came back) within {timeout_s:.3f} s"
-                    )
+                    raise DeviceTimeout(device, command, f"no reply (nothing came back) within {timeout_s:.3f} s")
                 raise DeviceTimeout(
                     device,
                     command,
@@ -594,9 +581,7 @@ class ModbusBus:
             buf += await self._read(link, remaining, device, command)
         frame = bytes(buf[:need])
         if trailing := bytes(buf[need:]):
-            _log.warning(
-                "%s: %d byte(s) after the reply to %s: %s", self.name, len(trailing), command, _hex(trailing)
-            )
+            _log.warning("%s: %d byte(s) after the reply to %s: %s", self.name, len(trailing), command, _hex(trailing))
         received_crc = frame[-2] | (frame[-1] << 8)
         computed_crc = crc16_modbus(frame[:-2])
         if received_crc != computed_crc:
@@ -609,18 +594,14 @@ class ModbusBus:
         if frame[1] & 0x80:
             code = frame[2]
             label = MODBUS_EXCEPTION_NAMES.get(code, "unknown exception code")
-            raise DeviceExceptionReply(
-                device, command, f"Modbus exception {code} ({label})", _hex(frame), code=code
-            )
+            raise DeviceExceptionReply(device, command, f"Modbus exception {code} ({label})", _hex(frame), code=code)
         return frame
 
     async def _read(self, link: _SerialLink, timeout_s: float, device: str, command: str) -> bytes:
         try:
             return await link.read_some(timeout_s)
         except (serial.SerialException, OSError) as exc:
-            raise DeviceDisconnected(
-                device, command, f"the port went away while waiting for the reply: {exc}"
-            ) from exc
+            raise DeviceDisconnected(device, command, f"the port went away while waiting for the reply: {exc}") from exc
 
     async def _collect_until_quiet(
         self, link: _SerialLink, buf: bytearray, deadline: float, device: str, command: str

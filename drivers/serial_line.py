@@ -160,17 +160,13 @@ class SerialLine:
         """Read the next complete line (terminator included) within `timeout_s`."""
         async with self._lock:
             await self._ensure_open()
-            return await self._run(
-                self._read_line_job, timeout_s, command, timeout_s=timeout_s, command=command
-            )
+            return await self._run(self._read_line_job, timeout_s, command, timeout_s=timeout_s, command=command)
 
     async def discard_input(self) -> bytes:
         """Drop everything received but not yet read; returns what was dropped."""
         async with self._lock:
             await self._ensure_open()
-            return await self._run(
-                self._discard_blocking, "discard input", timeout_s=1.0, command="discard input"
-            )
+            return await self._run(self._discard_blocking, "discard input", timeout_s=1.0, command="discard input")
 
     async def query_line(
         self,

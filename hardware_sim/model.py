@@ -308,6 +308,7 @@ class RigModel:
         self, e_eq: float, *, target_v: float, i_max: float, p_kpa: float, sign: float = 1.0, extra_r: float = 0.0
     ) -> float:
         """|I| ≤ i_max (with `sign`) such that e_eq + η(I) + I·extra_r = target_v, clamped to [0, i_max]."""
+
         def f(i: float) -> float:
             return e_eq + self._overpotential_v(i, p_kpa) + i * extra_r - target_v
 

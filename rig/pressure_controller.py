@@ -325,8 +325,17 @@ class PressureController:
         self._periods: deque[float] = deque(maxlen=s.stats_window)
         self._t_prev_cycle: float | None = None
         self._timing_cache: tuple[int, tuple[float, float, float]] | None = None
-        self._counts = {"cycles": 0, "moves": 0, "invalid": 0, "stale": 0, "read_errors": 0, "move_errors": 0,
-                        "overruns": 0, "press_outages": 0, "press_recoveries": 0}
+        self._counts = {
+            "cycles": 0,
+            "moves": 0,
+            "invalid": 0,
+            "stale": 0,
+            "read_errors": 0,
+            "move_errors": 0,
+            "overruns": 0,
+            "press_outages": 0,
+            "press_recoveries": 0,
+        }
         self._press_problem: str | None = None  # None: the press is verified and answering
         self._press_task: asyncio.Task[None] | None = None
         self._cycle_event = asyncio.Event()
@@ -1042,7 +1051,11 @@ class PressureController:
             detail = f"{cause}; retreat failed: {exc}" if cause else f"retreat failed: {exc}"
             self._last_error = detail
         self._trip = OverForceTrip(
-            t_s=t_s, force_n=f_abs, limit_n=self.hard_force_limit_n, position_um=here, retreated_to_um=retreated,
+            t_s=t_s,
+            force_n=f_abs,
+            limit_n=self.hard_force_limit_n,
+            position_um=here,
+            retreated_to_um=retreated,
             detail=detail,
         )
         self._fail_pending(

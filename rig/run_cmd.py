@@ -534,9 +534,7 @@ def run_command(
         if sim:
             sim_speed = speed or DEFAULT_SIM_SPEED
             diameter_mm = 2 * (plan.electrode_area_m2 / 3.141592653589793) ** 0.5 * 1e3
-            with start_simulator(
-                run_dir, speed=sim_speed, electrolyte=sim_model, diameter_mm=diameter_mm
-            ) as handle:
+            with start_simulator(run_dir, speed=sim_speed, electrolyte=sim_model, diameter_mm=diameter_mm) as handle:
                 sim_cfg = load_config(handle.config_path)
                 try:  # the simulated rig's own limits (with any RIG_* overrides) apply, as a real rig's would
                     plan = validate_protocol(text, str(file), limits_from_config(sim_cfg))
