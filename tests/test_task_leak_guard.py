@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -30,6 +31,7 @@ def test_guard_fails_a_test_that_leaks_a_task(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},  # the copied conftest imports tests
     )
     assert out.returncode == 1, out.stdout + out.stderr
     assert "leaky-sleeper" in out.stdout

@@ -24,7 +24,7 @@ BLOCK_S = 0.5
 async def test_a_blocked_event_loop_raises_the_lag_alarm_and_nothing_moves_on_old_data(
     tmp_path: Path, fault_figure: FaultFigure
 ) -> None:
-    async with running(tmp_path, speed=2.0) as r:
+    async with running(tmp_path, speed=5.0) as r:
         await r.until(lambda: r.true_current_a() < -1e-5, "plating")
         await r.rig.clock.sleep(3.0)
         q = r.rig.ctl.subscribe()
