@@ -531,6 +531,8 @@ class RunEngine:
         try:
             while True:
                 await self._clock.sleep(self._sample_period_s)
+                if self._abort_reason is not None:
+                    raise RunAborted(self._abort_reason)
                 if not self._resume.is_set() or not self._output_on:
                     self._record()  # the moment the suspension is acted on (the current still flows): no gap
                     await self._current_off()
@@ -706,6 +708,10 @@ class RunEngine:
         if integrate:
             self._acc_t, self._acc_i = t_on, current_a
             self._ctl.set_cell_current(current_a)
+        if not self._resume.is_set() or self._abort_reason is not None:
+            # a hold or an abort arrived while the output was being switched on: its safe state found the output
+            # still off and did nothing, so switch it off now (the charge since t_on is counted)
+            await self._current_off()
 
     async def _current_off(self) -> None:
         if not self._output_on:
