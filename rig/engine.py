@@ -540,7 +540,8 @@ class RunEngine:
                     await self._resume_current(step, current)
                     continue
                 r = await self._read_or_suspend()
-                if r is None:  # paused while the reading was on its way
+                if r is None:  # paused while the reading was on its way: record now, not a sample period later
+                    self._record()
                     continue
                 self._accumulate(self._clock.now(), r.current_a)
                 v = r.voltage_v() if r.valid else None
