@@ -546,13 +546,6 @@ class RunEngine:
                 self._accumulate(self._clock.now(), r.current_a)
                 v = r.voltage_v() if r.valid else None
                 self._record()
-                if r.in_compliance:
-                    self._compliance_suspends += 1
-                    if self._compliance_suspends > self._max_compliance_suspends:
-                        raise RunAborted(f"potentiostat in compliance {self._compliance_suspends} times in one step")
-                    self.suspend("compliance", f"potentiostat in compliance at {v} V (limit {self._vlim:g} V)")
-                    self._spawn(self._clear_later("compliance"))
-                    continue
                 if plate:
                     assert isinstance(step, PlannedPlate)
                     if step.capacity_c is not None and self._step_charge_c >= step.capacity_c:
@@ -577,6 +570,15 @@ class RunEngine:
                     if r.overrange:
                         reason = "voltage overrange"
                         break
+                # the step's own end comes first: a strip whose voltage ran into compliance past its cut-off has
+                # ended (at 500x the cut-off and the compliance arrive in one sample), a plate past its safeguard too
+                if r.in_compliance:
+                    self._compliance_suspends += 1
+                    if self._compliance_suspends > self._max_compliance_suspends:
+                        raise RunAborted(f"potentiostat in compliance {self._compliance_suspends} times in one step")
+                    self.suspend("compliance", f"potentiostat in compliance at {v} V (limit {self._vlim:g} V)")
+                    self._spawn(self._clear_later("compliance"))
+                    continue
         finally:
             await self._current_off()
             self.ledger.add(step.cycle, "plate" if plate else "strip", self._step_charge_c)
