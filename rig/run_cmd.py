@@ -32,7 +32,7 @@ from rig.config import RigConfig, load_config
 from rig.devices import build_devices
 from rig.engine import Progress, ResumePoint, RunEngine, RunResult, RunState
 from rig.operator_socket import OperatorSocket, default_socket
-from rig.pressure_controller import PressureController
+from rig.pressure_controller import ControllerSettings, PressureController
 from rig.run_telemetry import Handler, run_snapshot, run_telemetry
 from rig.sd_notify import notify, watchdog_interval_s
 from rig.store import RunStore, read_events, read_last_sample, read_meta, read_progress
@@ -51,6 +51,13 @@ FINISHED_STATES = ("completed", "aborted", "failed")
 def store_batch_s(speed: float) -> float:
     """Commit often enough that at most ~0.4 s of experiment time waits in memory (at most 1 s, at least 20 ms wall)."""
     return max(0.02, min(1.0, 0.4 / speed))
+
+
+def controller_settings(speed: float) -> ControllerSettings:
+    """The same floor for the controller's own stale flag: from 50x its period floor is 0.15 s of wall time (stale
+    after 2 periods = 0.3 s wall), or a starved CPU flags the load cell stale so often that a pressure step's settle
+    time never completes (a 500x run stood in its pressure step for hours of experiment time). 1x is unchanged."""
+    return ControllerSettings(period_floor_wall_s=0.15 if speed >= 50 else 0.02)
 
 
 def supervisor_settings(speed: float) -> SupervisorSettings:
@@ -302,7 +309,9 @@ async def execute(
     clock = ExperimentClock(cfg.clock.speed, offset_s=resume.test_time_s if resume is not None else 0.0)
     devs = build_devices(cfg, clock=clock)
     try:
-        controller = PressureController.from_config(cfg, force=devs.force, press=devs.press, clock=clock)
+        controller = PressureController.from_config(
+            cfg, force=devs.force, press=devs.press, clock=clock, settings=controller_settings(cfg.clock.speed)
+        )
     except ValueError as exc:  # an inconsistent configuration (e.g. the hard limit below the maximum setpoint)
         await devs.close()
         raise RunError(f"rig configuration: {exc}") from None
