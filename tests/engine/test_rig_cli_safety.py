@@ -22,6 +22,7 @@ from typing import Any
 
 from hardware_sim.control_port import control_request
 from rig.store import read_events, read_samples
+from tests.sim.sim_process import sim_process
 from tests.support.waiting import wait_for
 
 HERE = Path(__file__).parent
@@ -122,38 +123,27 @@ def test_an_overforce_trip_stays_latched_until_rig_ack(tmp_path: Path) -> None:
 
 def test_rig_run_resume_unfinished_continues_a_killed_run_in_its_folder(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    cfg, ready = tmp_path / "sim-rig.toml", tmp_path / "ready.json"
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "hardware_sim", "--speed", "20", "--config-out", str(cfg), "--ready-file", str(ready)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     runs = tmp_path / "runs"
-    run_cmd = [*RIG, "run", str(PLATE_ONLY), "--config", str(cfg), "--runs", str(runs)]
     proc: subprocess.Popen[str] | None = None
-    try:
-        wait_for(ready.exists, 30, "the simulator")
-        control = json.loads(ready.read_text())["control"]
+    with sim_process(tmp_path, "--speed", "20") as sim:
+        run_cmd = [*RIG, "run", str(PLATE_ONLY), "--config", str(sim.config_path), "--runs", str(runs)]
 
         def current_a() -> float:
-            return float(control_request(control, {"cmd": "state"})["state"]["current_a"])
+            return float(control_request(sim.control, {"cmd": "state"})["state"]["current_a"])
 
-        proc = subprocess.Popen(run_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, env=env)
-        wait_for(lambda: current_a() < -1e-5, 180, "plating")
-        time.sleep(2.0)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        again = subprocess.run([*run_cmd, "--resume-unfinished"], capture_output=True, text=True, env=env, timeout=240)
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        sim.send_signal(signal.SIGTERM)
         try:
-            sim.wait(10)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait(10)
+            proc = subprocess.Popen(run_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, env=env)
+            wait_for(lambda: current_a() < -1e-5, 180, "plating")
+            time.sleep(2.0)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            again = subprocess.run(
+                [*run_cmd, "--resume-unfinished"], capture_output=True, text=True, env=env, timeout=240
+            )
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming the unfinished run" in again.stderr
     dirs = [d for d in runs.iterdir() if d.is_dir()]
