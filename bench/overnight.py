@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class Measured:
     cpu_s: float
     rss_start_mb: float
     rss_end_mb: float
+    holds: list[str]  # the run's suspensions (state changes into suspended), whole run
 
     @property
     def cpu_pct_realtime(self) -> float:
@@ -121,7 +123,22 @@ def measure(hours: float, speed: float, label: str, work: Path, span_wall_s: flo
                 proc.kill()
                 proc.wait(10)
         log.close()
-    return Measured(label, t1 - t0, (t1 - t0) * speed, c1 - c0, m0, m1)
+    return Measured(label, t1 - t0, (t1 - t0) * speed, c1 - c0, m0, m1, _holds(runs))
+
+
+def _holds(runs: Path) -> list[str]:
+    """Why the run was suspended, one entry per suspension (state events into `suspended`)."""
+    from rig.store import read_events
+
+    dbs = list(runs.glob("*/run.sqlite"))
+    if not dbs:
+        return []
+    found = []
+    for e in read_events(dbs[0]):
+        msg = str(e["message"])
+        if e["kind"] == "state" and "-> suspended" in msg:
+            found.append(msg.split(":", 1)[1].split(" for ")[0].strip() if ":" in msg else msg)
+    return found
 
 
 def main() -> None:
@@ -146,6 +163,10 @@ def main() -> None:
             f"{'≤ ' + format(GOAL_CPU_PCT, 'g'):>6} {m.rss_end_mb:8.1f} {m.growth_mb:10.2f} "
             f"{'≤ ' + format(GOAL_MEM_MB, 'g'):>6}"
         )
+    for m in (acc, rt):
+        causes = Counter(m.holds)
+        said = ", ".join(f"{n}× {c}" for c, n in causes.most_common()) or "none"
+        print(f"holds in the {m.label} run: {len(m.holds)} ({said})")
     print("CPU % (1x): CPU seconds per experiment second x 100. At 1x it is the measured share of one core;")
     print("accelerated, the control loop is bus-bound (fewer cycles per experiment second): a lower bound only.")
 

@@ -3,11 +3,20 @@ charge, and the deposit thickness / apparent porosity fit over the whole run (`r
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocols.plan import Plan, PlannedPlate, PlannedPressure, PlannedStrip
-from rig.porosity import C_PER_MAH, DepositFit, ThicknessPoint, fit_deposit, stack_change_um
+from rig.porosity import (
+    C_PER_MAH,
+    DepositFit,
+    DriftUncertainty,
+    ThicknessPoint,
+    drift_uncertainty,
+    fit_deposit,
+    stack_change_um,
+)
 from rig.store import FLAG_PAUSED, FLAG_STALE, FLAG_SUSPENDED, Sample
 
 __all__ = ["DepositAnalysis", "StepTrace", "analyse_deposit", "net_charge_c", "step_kinds", "step_traces"]
@@ -71,6 +80,13 @@ class DepositAnalysis:
     fit: DepositFit
     points: list[ThicknessPoint]
     pressure_pa: float
+    stiffness_n_per_um: float  # median of the controller's estimate over the window
+
+    def uncertainty(self, drift_n_per_sqrt_s: float) -> DriftUncertainty:
+        """The porosity interval the load cell's drift leaves (`rig.porosity.drift_uncertainty`)."""
+        return drift_uncertainty(
+            self.fit, self.points, stiffness_n_per_um=self.stiffness_n_per_um, drift_n_per_sqrt_s=drift_n_per_sqrt_s
+        )
 
 
 def analyse_deposit(samples: Sequence[Sample], plan: Plan) -> DepositAnalysis | None:
@@ -94,6 +110,7 @@ def analyse_deposit(samples: Sequence[Sample], plan: Plan) -> DepositAnalysis | 
     q_net = net_charge_c(samples, kinds)
     ref: Sample | None = None
     points: list[ThicknessPoint] = []
+    ks: list[float] = []
     q_peak = 0.0
     for s, q in zip(samples, q_net, strict=True):
         if s.position_um is None or s.force_n is None or s.pressure_pa is None or s.setpoint_pa is None:
@@ -114,6 +131,7 @@ def analyse_deposit(samples: Sequence[Sample], plan: Plan) -> DepositAnalysis | 
         k = s.stiffness_n_per_um or _fallback_k(samples)
         if k is None:
             return None
+        ks.append(k)
         assert ref.position_um is not None and ref.force_n is not None
         h = stack_change_um(
             position_um=s.position_um,
@@ -128,7 +146,7 @@ def analyse_deposit(samples: Sequence[Sample], plan: Plan) -> DepositAnalysis | 
     fit = fit_deposit(points, t_load_s=ref.test_time_s)
     if fit is None:
         return None
-    return DepositAnalysis(fit, points, p_pa)
+    return DepositAnalysis(fit, points, p_pa, statistics.median(ks))
 
 
 def _fallback_k(samples: Sequence[Sample]) -> float | None:

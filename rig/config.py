@@ -97,6 +97,9 @@ class LoadCellConfig(_Section):
     unit: Literal["N", "g", "kg", "lbF", "kgF", "gF", "ozF"] = "N"
     scale_to_n: float = Field(1.0, gt=0)
     capacity_n: float = Field(100.0, gt=0)
+    #: the datasheet's creep/drift as a random walk; sets the uncertainty of the operando porosity
+    #: ("a few grams per 15–30 min" ≈ 0.0008 N/√s)
+    drift_n_per_sqrt_s: float = Field(0.0008, ge=0)
 
     @model_validator(mode="after")
     def _scale_matches_unit(self) -> LoadCellConfig:

@@ -21,12 +21,18 @@ separates s from the creep well; during plating alone the two are told apart by 
 the rest before plating.
 
 Apparent porosity φ = 1 − s_dense / s with s_dense = 8.86 µm per mAh/cm² (dense Na); the deposit thickness at a
-point is s·q. The load cell's slow drift shows up directly as ΔF/k and is the estimate's noise floor.
+point is s·q. The load cell's slow drift shows up directly as ΔF/k and is the estimate's noise floor: the
+controller holds the *measured* force, so a drift d moves the true force by −d and the press by d/k, which reads
+as thickness. `drift_uncertainty` puts a number on it: the fitted model plus random walks of the load cell's
+drift (its datasheet figure, in the rig configuration), refitted, give the spread of s and so the interval of φ.
+With a soft series spring (k ≈ 0.02 N/µm) that spread is ±0.3 in φ for a dense 1 mAh/cm² deposit: it cannot be
+resolved there, and the report says so. A stiff load path (no disc spring) shrinks it by the stiffness ratio.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,10 +42,13 @@ C_PER_MAH = 3.6
 __all__ = [
     "C_PER_MAH",
     "NA_DENSE_UM_PER_MAH_CM2",
+    "RESOLVED_SIGMA_POROSITY",
     "DepositFit",
+    "DriftUncertainty",
     "LiveDepositEstimator",
     "ThicknessPoint",
     "apparent_porosity",
+    "drift_uncertainty",
     "fit_deposit",
     "stack_change_um",
 ]
@@ -185,6 +194,85 @@ def fit_deposit(
         return None
     ss, (h0, slope, amp), tau, m = best
     return DepositFit(slope, h0, amp, tau, m, t_load_s, math.sqrt(ss / n), n, q_max)
+
+
+#: A porosity whose 1σ interval is wider than ±this is reported as not resolved.
+RESOLVED_SIGMA_POROSITY = 0.1
+
+
+@dataclass(frozen=True)
+class DriftUncertainty:
+    """How far the load cell's drift alone can move the fitted thickness per charge, and so the porosity."""
+
+    sigma_um_per_mah_cm2: float  # 1σ of s (half the 16th–84th percentile spread of the refits)
+    porosity_low: float  # φ at s − σ (−inf when s − σ ≤ 0: nothing rules out any density)
+    porosity_high: float  # φ at s + σ
+    drift_n_per_sqrt_s: float
+    stiffness_n_per_um: float
+    draws: int
+
+    @property
+    def sigma_porosity(self) -> float:
+        """Half the width of the 1σ porosity interval (inf when it is open)."""
+        return 0.5 * (self.porosity_high - self.porosity_low)
+
+    @property
+    def resolved(self) -> bool:
+        """The interval is narrow enough (±`RESOLVED_SIGMA_POROSITY`) to call the porosity measured."""
+        return self.sigma_porosity <= RESOLVED_SIGMA_POROSITY
+
+
+def _porosity_of(s: float) -> float:
+    return 1.0 - NA_DENSE_UM_PER_MAH_CM2 / s if s > 0 else -math.inf
+
+
+def drift_uncertainty(
+    fit: DepositFit,
+    points: Sequence[ThicknessPoint],
+    *,
+    stiffness_n_per_um: float,
+    drift_n_per_sqrt_s: float,
+    draws: int = 48,
+    seed: int = 0,
+) -> DriftUncertainty:
+    """The spread of the fit caused by a load-cell drift of `drift_n_per_sqrt_s` (random walk, N/√s).
+
+    Each draw is the fitted model at the window's times and charges plus one random walk of the drift (from zero
+    at the reference reading), seen through the compliance as d/k, and is fitted again like the measurement.
+    Deterministic for a seed. About 10 ms per draw."""
+    if not stiffness_n_per_um > 0:
+        raise ValueError(f"stiffness must be > 0 N/µm, got {stiffness_n_per_um}")
+    if drift_n_per_sqrt_s < 0 or draws < 4:
+        raise ValueError("drift must be ≥ 0 and draws ≥ 4")
+    step = max(1, math.ceil(len(points) / 600))
+    pts = list(points[::step])
+    rng = random.Random(seed)
+    model = [fit.h0_um + fit.um_per_mah_cm2 * p.q_mah_cm2 - fit.creep_um(p.t_s) for p in pts]
+    slopes: list[float] = []
+    for _ in range(draws):
+        d, t_prev, syn = 0.0, pts[0].t_s, []
+        for p, m in zip(pts, model, strict=True):
+            d += rng.gauss(0.0, drift_n_per_sqrt_s * math.sqrt(max(p.t_s - t_prev, 0.0)))
+            t_prev = p.t_s
+            syn.append(ThicknessPoint(p.t_s, m + d / stiffness_n_per_um, p.q_mah_cm2))
+        refit = fit_deposit(syn, t_load_s=fit.t_load_s, min_q_mah_cm2=0.0)
+        if refit is not None:
+            slopes.append(refit.um_per_mah_cm2)
+    slopes.sort()
+    if len(slopes) < 4:
+        sigma = math.inf
+    else:
+        lo, hi = slopes[round(0.16 * (len(slopes) - 1))], slopes[round(0.84 * (len(slopes) - 1))]
+        sigma = 0.5 * (hi - lo)
+    s = fit.um_per_mah_cm2
+    return DriftUncertainty(
+        sigma,
+        _porosity_of(s - sigma),
+        _porosity_of(s + sigma) if math.isfinite(sigma) else 1.0,
+        drift_n_per_sqrt_s,
+        stiffness_n_per_um,
+        len(slopes),
+    )
 
 
 class LiveDepositEstimator:

@@ -535,24 +535,31 @@ class PressureController:
     async def wait_settled(
         self, *, tolerance_kpa: float | None = None, hold_s: float = 1.0, timeout_s: float | None = None
     ) -> None:
-        """Wait until the ramp is done and the measured pressure stays within tolerance for `hold_s` (experiment)."""
+        """Wait until the ramp is done and the measured pressure stays within tolerance for `hold_s` (experiment).
+
+        An unusable reading (late, frozen, a spike) says nothing about the pressure: it neither ends nor restarts
+        the settle time unless the data stay unusable past the stale limit (then the supervisor holds the run
+        anyway). Only a usable reading out of tolerance, a ramp or a mode change restarts it, and the settle ends
+        on a usable reading in tolerance."""
         deadline = None if timeout_s is None else self._clock.now() + timeout_s
         since: float | None = None
+        last_ok: float | None = None
         while True:
             await self.wait_cycles(1)
             self._raise_if_bad()
             now = self._clock.now()
             tol = tolerance_kpa if tolerance_kpa is not None else self._settle_tolerance_kpa()
             p = self._last_pressure
-            ok = (
-                self._mode is ControllerMode.HOLD
-                and not self._ramp.ramping
-                and p is not None
-                and abs(p - self._setpoint_kpa) <= tol
-            )
-            since = (since if since is not None else now) if ok else None
-            if since is not None and now - since >= hold_s:
-                return
+            steady = self._mode is ControllerMode.HOLD and not self._ramp.ramping
+            if steady and p is None and last_ok is not None and now - last_ok <= self.stale_limit_s():
+                pass  # a short unusable stretch: the settle time runs on, but cannot end on it
+            elif steady and p is not None and abs(p - self._setpoint_kpa) <= tol:
+                since = since if since is not None else now
+                last_ok = now
+                if now - since >= hold_s:
+                    return
+            else:
+                since = last_ok = None
             if deadline is not None and now > deadline:
                 raise TimeoutError(
                     f"pressure did not settle at {self._setpoint_kpa} kPa ± {tol:.3g} within {timeout_s} s "
@@ -866,7 +873,7 @@ class PressureController:
         k_low = law.stiffness.value / law.settings.stiffness_safety if learned else law.settings.k_min_n_per_um
         return self._frozen.update(
             force_n=f_abs,
-            position_um=law.net_position_um(self._position_um),
+            position_um=self._position_um,  # moves only: creep and growth between moves are not the press's doing
             k_low_n_per_um=k_low,
             noise_n=law.noise_n,
             in_contact=in_contact,

@@ -123,53 +123,62 @@ def robust_period_s(
 class FrozenCheck:
     """Motion/force cross-check: the press moved, the force should have answered, the reading did not.
 
-    An anchor (force, position) is kept; each usable reading in contact compares the force change since the anchor
-    with what the travel since the anchor must have caused at a *low* stiffness (`k_low`, the estimate divided by a
-    safety factor). When the force answered (it moved by at least half of that, or by a few noise levels), the anchor
-    moves to the present reading. When the press has travelled far enough that the expected change is many noise
-    levels (`sigmas`) and at least `min_travel_um`, but the force moved by less than half of it, the sensor is
-    frozen. The verdict holds until the reading changes again (by more than the noise allows); then the anchor
-    restarts. Out of contact (an open gap) the force does not depend on the position, so nothing is checked there.
+    Only what the press did counts: each pair of usable readings in contact that brackets a move (the commanded
+    position differs between them) adds its travel and its force change to running sums; between moves the
+    force is left alone, because there the stack's own creep, a growing deposit or the sensor's drift move it,
+    not the press (a controller holding a creeping stack advances the press while the force stays put, which
+    the anchor-to-now comparison this replaced called frozen once the noise happened not to exceed its band).
+    When the force answered (the summed change reached half of what the summed travel must cause at a *low*
+    stiffness `k_low`, or a few noise levels), the sums restart. When the travel reaches `min_travel_um` and the
+    expected change `sigmas` noise levels, but the force answered less than half of it, the sensor is frozen.
+    The verdict holds until the reading changes by more than the noise allows from the value it froze at. Out of
+    contact (an open gap) the force does not depend on the position, so nothing is checked there.
     """
 
     def __init__(self, *, sigmas: float = 10.0, min_travel_um: float = 1.5, answer_fraction: float = 0.5) -> None:
         self.sigmas = sigmas
         self.min_travel_um = min_travel_um
         self.answer_fraction = answer_fraction
-        self._anchor: tuple[float, float] | None = None
+        self._prev: tuple[float, float] | None = None  # (force, position) of the previous reading
+        self._travel_um = 0.0  # signed travel of the moves since the force last answered
+        self._answer_n = 0.0  # signed force change across those moves
+        self._frozen_at_n = 0.0
         self.frozen_reason = ""
 
     def reset(self) -> None:
-        """Forget the anchor (after a gap in the data, a re-engage or a tare)."""
-        self._anchor = None
+        """Forget the sums (after a gap in the data, a re-engage or a tare)."""
+        self._prev = None
+        self._travel_um = self._answer_n = 0.0
         self.frozen_reason = ""
 
     def update(
         self, *, force_n: float, position_um: float, k_low_n_per_um: float, noise_n: float, in_contact: bool
     ) -> str:
-        """One usable reading at the commanded position; returns "" or why the sensor looks frozen."""
+        """One usable reading at the commanded press position; returns "" or why the sensor looks frozen."""
         if not in_contact:
             self.reset()
             return ""
-        if self._anchor is None:
-            self._anchor = (force_n, position_um)
-            return ""
-        f0, x0 = self._anchor
-        df = abs(force_n - f0)
+        prev, self._prev = self._prev, (force_n, position_um)
         if self.frozen_reason:
-            if df > 3 * noise_n:  # it moves again: start over from here
-                self._anchor = (force_n, position_um)
+            if abs(force_n - self._frozen_at_n) > 3 * noise_n:  # it moves again: start over from here
+                self._travel_um = self._answer_n = 0.0
                 self.frozen_reason = ""
             return self.frozen_reason
-        travel = abs(position_um - x0)
+        if prev is None or position_um == prev[1]:
+            return ""  # no move since the last reading: what the force does is not the press's doing
+        self._travel_um += position_um - prev[1]
+        self._answer_n += force_n - prev[0]
+        travel = abs(self._travel_um)
         expected = k_low_n_per_um * travel
-        if df >= max(self.answer_fraction * expected, 3 * noise_n):
-            self._anchor = (force_n, position_um)
+        answered = abs(self._answer_n)
+        if answered >= max(self.answer_fraction * expected, 3 * noise_n):
+            self._travel_um = self._answer_n = 0.0
             return ""
         if travel >= self.min_travel_um and expected >= self.sigmas * noise_n:
+            self._frozen_at_n = force_n
             self.frozen_reason = (
                 f"frozen: the press moved {travel:.1f} µm (≥ {expected:.3f} N expected at {k_low_n_per_um:.4f} N/µm) "
-                f"and the force changed by {df:.4f} N"
+                f"and the force changed by {answered:.4f} N"
             )
         return self.frozen_reason
 
@@ -498,11 +507,6 @@ class PressureLaw:
         s = self.settings
         travel = s.max_step_um if max_step_um is None else max_step_um
         return min(s.max_step_force_n / self.stiffness.upper(s.stiffness_safety), travel)
-
-    def net_position_um(self, position_um: float) -> float:
-        """Penetration that moves the force: the press position plus the predicted deposit growth and drift so far
-        (the press gives way to a growing deposit at a constant force; that is not motion the force must show)."""
-        return position_um + self._scaled_growth_um
 
     def restart(self) -> None:
         """Forget the observation windows (after a gap in the data or a re-engage); keeps the estimates."""

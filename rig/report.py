@@ -27,7 +27,8 @@ from protocols.errors import ProtocolError
 from protocols.plan import Plan, PlannedPlate, PlannedPressure, PlannedStrip
 from protocols.validate import validate_protocol
 from rig.analysis import DepositAnalysis, analyse_deposit, net_charge_c, step_kinds, step_traces
-from rig.porosity import C_PER_MAH, NA_DENSE_UM_PER_MAH_CM2
+from rig.config import LoadCellConfig
+from rig.porosity import C_PER_MAH, NA_DENSE_UM_PER_MAH_CM2, DepositFit, DriftUncertainty
 from rig.run_cmd import electrolyte_key
 from rig.store import FLAG_PAUSED, Sample, read_events, read_meta, read_samples
 from rig.validate_cmd import default_limits
@@ -86,6 +87,16 @@ class RunData:
     def area_cm2(self) -> float:
         """Working electrode area (cm²)."""
         return self.plan.electrode_area_m2 * 1e4
+
+    @property
+    def drift_n_per_sqrt_s(self) -> float:
+        """The load cell's drift from the run's stored rig configuration (the default for runs without one)."""
+        default = float(LoadCellConfig.model_fields["drift_n_per_sqrt_s"].default)
+        try:
+            value = json.loads(self.meta["rig_config"])["load_cell"].get("drift_n_per_sqrt_s", default)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return default
+        return float(value) if isinstance(value, int | float) and value >= 0 else default
 
     @property
     def electrolyte(self) -> str:
@@ -291,7 +302,19 @@ def figure_ce(run: RunData) -> Figure:
     return fig
 
 
-def figure_thickness(run: RunData, dep: DepositAnalysis | None) -> Figure:
+def porosity_text(fit: DepositFit, unc: DriftUncertainty | None) -> str:
+    """ "12 % (1σ 8 … 15 %)", or the estimate marked as not resolved when the load cell's drift allows too much."""
+    value = f"{100 * fit.porosity:.0f} %"
+    if unc is None:
+        return value
+    low = "−∞" if not math.isfinite(unc.porosity_low) else f"{100 * unc.porosity_low:.0f}"
+    band = f"1σ {low} … {100 * unc.porosity_high:.0f} % from the load cell's drift"
+    if unc.resolved:
+        return f"{value} ({band})"
+    return f"not resolved: {value} ({band})"
+
+
+def figure_thickness(run: RunData, dep: DepositAnalysis | None, unc: DriftUncertainty | None = None) -> Figure:
     """Deposit thickness against net charge: measured (creep removed), fit, dense Na, live values."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -305,6 +328,17 @@ def figure_thickness(run: RunData, dep: DepositAnalysis | None) -> Figure:
         q_max = max(q)
         xs = [0.0, q_max]
         ax.plot(xs, [fit.deposit_um(x) for x in xs], color="#ff7f0e", lw=2.2, label=f"fit: φ = {fit.porosity:.2f}")
+        if unc is not None and math.isfinite(unc.sigma_um_per_mah_cm2):
+            sig = unc.sigma_um_per_mah_cm2
+            ax.fill_between(
+                xs,
+                [max(fit.um_per_mah_cm2 - sig, 0.0) * x for x in xs],
+                [(fit.um_per_mah_cm2 + sig) * x for x in xs],
+                color="#ff7f0e",
+                alpha=0.18,
+                lw=0,
+                label=f"1σ from load-cell drift ({unc.drift_n_per_sqrt_s:g} N/√s, k {unc.stiffness_n_per_um:.3f} N/µm)",
+            )
         ax.plot(xs, [NA_DENSE_UM_PER_MAH_CM2 * x for x in xs], "k--", lw=1.2, label="dense Na (8.86 µm per mAh/cm²)")
         kinds = step_kinds(run.plan)
         qn = net_charge_c(run.samples, kinds)
@@ -325,7 +359,7 @@ def figure_thickness(run: RunData, dep: DepositAnalysis | None) -> Figure:
         ax.text(
             0.02,
             0.97,
-            f"{fit.um_per_mah_cm2:.2f} µm per mAh/cm² → apparent porosity {100 * fit.porosity:.0f} %\n"
+            f"{fit.um_per_mah_cm2:.2f} µm per mAh/cm² → apparent porosity {porosity_text(fit, unc)}\n"
             f"creep removed: {fit.creep_um(dep.points[-1].t_s):.1f} µm; residual {fit.rms_um:.2f} µm rms",
             transform=ax.transAxes,
             va="top",
@@ -349,7 +383,9 @@ def _fmt_pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f} %"
 
 
-def markdown_summary(run: RunData, dep: DepositAnalysis | None, figures: dict[str, str]) -> str:
+def markdown_summary(
+    run: RunData, dep: DepositAnalysis | None, figures: dict[str, str], unc: DriftUncertainty | None = None
+) -> str:
     """The report's text."""
     s = run.summary
     lines = [
@@ -378,10 +414,21 @@ def markdown_summary(run: RunData, dep: DepositAnalysis | None, figures: dict[st
         q_peak = max(p.q_mah_cm2 for p in dep.points)
         lines += [
             f"- thickness per charge: {f.um_per_mah_cm2:.2f} µm per mAh/cm² (dense Na: {NA_DENSE_UM_PER_MAH_CM2})",
-            f"- apparent porosity: **{100 * f.porosity:.1f} %**",
+            f"- apparent porosity: **{porosity_text(f, unc)}**",
             f"- deposit at the peak charge ({q_peak:.3f} mAh/cm²): {f.deposit_um(q_peak):.2f} µm",
             f"- creep removed by the fit: {f.creep_um(dep.points[-1].t_s):.2f} µm; residual {f.rms_um:.2f} µm rms",
         ]
+        if unc is not None:
+            lines.append(
+                f"- uncertainty: ±{unc.sigma_um_per_mah_cm2:.2f} µm per mAh/cm² (1σ) from a load-cell drift of "
+                f"{unc.drift_n_per_sqrt_s:g} N/√s (rig configuration) through the stack's "
+                f"{unc.stiffness_n_per_um:.3f} N/µm; {unc.draws} refits of the model with random drift"
+            )
+            if not unc.resolved:
+                lines.append(
+                    "- the porosity is not resolved: a stiffer load path (no soft disc spring), a larger charge or "
+                    "a load cell with less drift narrows the interval in proportion"
+                )
     lines += ["", "## Alarms", ""]
     alarms = [e for e in run.events if e["kind"] == "alarm"]
     lines += [f"- t = {e['test_time_s']:.0f} s: {e['message']}" for e in alarms] or ["None."]
@@ -417,11 +464,12 @@ def report_run(run_dir: Path, *, out: Path | None = None) -> ReportResult:
     out = out or run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     dep = analyse_deposit(run.samples, run.plan)
+    unc = dep.uncertainty(run.drift_n_per_sqrt_s) if dep is not None else None
     made = {
         "Pressure": ("pressure.png", figure_pressure(run)),
         "Voltage against capacity": ("voltage_capacity.png", figure_voltage_capacity(run)),
         "Coulombic efficiency per cycle": ("ce.png", figure_ce(run)),
-        "Deposit thickness against charge": ("thickness.png", figure_thickness(run, dep)),
+        "Deposit thickness against charge": ("thickness.png", figure_thickness(run, dep, unc)),
     }
     paths = []
     for name, fig in made.values():
@@ -429,7 +477,7 @@ def report_run(run_dir: Path, *, out: Path | None = None) -> ReportResult:
         plt.close(fig)
         paths.append(out / name)
     md = out / "report.md"
-    md.write_text(markdown_summary(run, dep, {t: n for t, (n, _) in made.items()}), encoding="utf-8")
+    md.write_text(markdown_summary(run, dep, {t: n for t, (n, _) in made.items()}, unc), encoding="utf-8")
     return ReportResult(md, paths)
 
 
@@ -449,6 +497,7 @@ class CampaignPoint:
     state: str
     simulated: bool
     condition: str = ""  # the first plate: "0.5 mA/cm², 1 mAh/cm²"
+    porosity_text: str = "—"  # with its interval, or marked as not resolved
 
 
 def plate_condition(plan: Plan) -> str:
@@ -494,6 +543,7 @@ def campaign_points(dirs: Sequence[Path]) -> list[CampaignPoint]:
                 str(run.summary.get("state", "unknown")),
                 run.simulated,
                 plate_condition(run.plan),
+                porosity_text(dep.fit, dep.uncertainty(run.drift_n_per_sqrt_s)) if dep else "—",
             )
         )
     return pts
@@ -561,14 +611,14 @@ def report_campaign(dirs: Sequence[Path], *, out: Path | None = None) -> ReportR
         "",
         "Simulated values are the simulator's model (only the optima are the paper's numbers)." if sim else "",
         "",
-        "| electrolyte | pressure / kPa | plate | ICE / % | paper / % | apparent porosity / % | state | run |",
+        "| electrolyte | pressure / kPa | plate | ICE / % | paper / % | apparent porosity | state | run |",
         "|---|---:|---|---:|---:|---:|---|---|",
     ]
     for p in sorted(points, key=lambda p: (p.electrolyte, p.pressure_kpa)):
         opt = PAPER_OPTIMA.get(p.electrolyte)
         paper = f"{100 * opt[1]:.1f}" if opt and abs(opt[0] - p.pressure_kpa) < 1e-6 else ""
         ice = "—" if p.ice is None else f"{100 * p.ice:.2f}"
-        por = "—" if p.porosity is None else f"{100 * p.porosity:.0f}"
+        por = p.porosity_text
         lines.append(
             f"| {p.electrolyte} | {p.pressure_kpa:g} | {p.condition} | {ice} | {paper} | {por} | {p.state} "
             f"| `{p.run_dir.name}` |"

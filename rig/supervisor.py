@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -105,8 +104,6 @@ class Supervisor:
         self.active: set[str] = set()
         self.stale_detections: list[tuple[float, float]] = []  # (when, seconds since the last fresh sample)
         self.max_lag_s = 0.0
-        self._last_sample_t: float | None = None
-        self._intervals: deque[float] = deque(maxlen=100)
 
     async def start(self) -> None:
         """Start watching."""
@@ -191,10 +188,6 @@ class Supervisor:
         self._bad("force", f"load cell stale: {why} for {age:.3f} s", now, age_s=age)
 
     def _on_sample(self, sample: ControlSample, now: float) -> None:
-        if sample.usable:
-            if self._last_sample_t is not None and "force" not in self.active:  # an outage is not a period
-                self._intervals.append(max(0.0, sample.t_s - self._last_sample_t))
-            self._last_sample_t = sample.t_s
         if sample.mode is ControllerMode.TRIPPED:
             if "overforce" not in self.active:
                 self.active.add("overforce")

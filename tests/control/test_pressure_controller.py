@@ -6,6 +6,7 @@ No test asserts a duration: timing figures belong in bench/pressure_hold.py.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,39 @@ async def test_release_to_a_preload_then_open(tmp_path: Path) -> None:
         await ctl.wait_cycles(10)
         assert rig.counter_pulses == start
         assert rig.true_force_n() == 0.0
+
+
+async def test_a_rejected_reading_neither_ends_nor_restarts_the_settle_time(tmp_path: Path) -> None:
+    """A single spike (held back by the jump filter: an unusable reading) in the middle of a settle: the settle time
+    runs on and ends `hold_s` after it began. Before, every unusable reading restarted it, and a starved 500x run
+    sat in its pressure step for a day of experiment time. An outage past the stale limit still restarts it."""
+    hold_s = 4.0
+    async with controlled_rig(tmp_path, scale=1.0, speed=10.0) as rig:
+        ctl, clock = rig.ctl, rig.clock
+        await ctl.engage(100.0)
+        await ctl.wait_settled(hold_s=1.0, timeout_s=60.0)
+        invalid0 = ctl.status().invalid_readings
+        t0 = clock.now()
+        settle = asyncio.ensure_future(ctl.wait_settled(hold_s=hold_s, timeout_s=60.0))
+        try:
+            await clock.sleep(hold_s / 2)
+            rig.sim.faults["loadcell"].set(spike_n=25.0)  # one reading, far past any move's reach
+            await settle
+        finally:
+            settle.cancel()
+        took = clock.now() - t0
+        assert ctl.status().invalid_readings > invalid0  # the spike was seen and refused
+        assert took < hold_s + 0.5 * hold_s - 0.5, f"settle took {took:.2f} s: the spike restarted it"
+        # a real outage (longer than the stale limit) does restart it: the settle ends hold_s after the data return
+        outage_s = 10 * ctl.stale_limit_s()
+        settle = asyncio.ensure_future(ctl.wait_settled(hold_s=hold_s, timeout_s=120.0))
+        try:
+            await clock.sleep(hold_s / 2)
+            rig.sim.faults["loadcell"].set(no_reply=True)
+            await clock.sleep(outage_s)
+            rig.sim.faults["loadcell"].clear()
+            t_back = clock.now()
+            await settle
+        finally:
+            settle.cancel()
+        assert clock.now() - t_back >= hold_s

@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 from hardware_sim.control_port import control_request
 from rig.store import read_events, read_samples
 from tests.conftest import FaultFigure
+from tests.sim.sim_process import sim_process
+from tests.support.rig_cli import RIG, rig_env, run_rig
 from tests.support.waiting import wait_for
 
 HERE = Path(__file__).parent
@@ -24,64 +25,38 @@ SPEED = 20.0
 
 
 def test_kill_9_during_plating_then_rig_resume(tmp_path: Path, fault_figure: FaultFigure) -> None:
-    env = os.environ.copy()
-    env["XDG_RUNTIME_DIR"] = str(tmp_path / "xdg")
-    (tmp_path / "xdg").mkdir()
-    cfg, ready = tmp_path / "sim-rig.toml", tmp_path / "ready.json"
-    sim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hardware_sim",
-            "--speed",
-            str(SPEED),
-            "--config-out",
-            str(cfg),
-            "--ready-file",
-            str(ready),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    env = rig_env(tmp_path)
     runs = tmp_path / "runs"
-    rig_cmd = [sys.executable, "-c", "from rig.cli import app; app()"]
-    proc: subprocess.Popen[str] | None = None
-    try:
-        wait_for(ready.exists, 30, "the simulator")
-        control = json.loads(ready.read_text())["control"]
+    with sim_process(tmp_path, "--speed", str(SPEED)) as sim:
+        control, cfg = sim.control, sim.config_path
 
         def truth() -> dict[str, Any]:
             state: dict[str, Any] = control_request(control, {"cmd": "state"})["state"]
             return state
 
         proc = subprocess.Popen(
-            [*rig_cmd, "run", str(PROTOCOL), "--config", str(cfg), "--runs", str(runs)],
+            [*RIG, "run", str(PROTOCOL), "--config", str(cfg), "--runs", str(runs)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             text=True,
             env=env,
         )
-        wait_for(lambda: truth()["current_a"] < -1e-5, 180, "plating")
-        time.sleep(3.0)  # 60 s into the 216 s plate
-        os.kill(proc.pid, signal.SIGKILL)
-        t_kill_unix = time.time()
-        proc.wait(10)
-        run_dir = next(d for d in runs.iterdir() if d.is_dir())
-        before = read_samples(run_dir / "run.sqlite")
-        time.sleep(0.5)  # the cell keeps plating with nobody watching (the output stays on)
-        out = subprocess.run([*rig_cmd, "resume", str(run_dir)], capture_output=True, text=True, env=env, timeout=240)
-        assert out.returncode == 0, out.stdout + out.stderr
-        plated_truth_c = float(truth()["plated_c"])
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        sim.send_signal(signal.SIGTERM)
         try:
-            sim.wait(10)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait(10)
+            wait_for(lambda: truth()["current_a"] < -1e-5, 180, "plating")
+            time.sleep(3.0)  # 60 s into the 216 s plate
+            os.kill(proc.pid, signal.SIGKILL)
+            t_kill_unix = time.time()
+            proc.wait(10)
+            run_dir = next(d for d in runs.iterdir() if d.is_dir())
+            before = read_samples(run_dir / "run.sqlite")
+            time.sleep(0.5)  # the cell keeps plating with nobody watching (the output stays on)
+            out = run_rig("resume", str(run_dir), env=env, timeout=240)
+            assert out.returncode == 0, out.stdout + out.stderr
+            plated_truth_c = float(truth()["plated_c"])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
     samples = read_samples(run_dir / "run.sqlite")
     lost_s = (t_kill_unix - before[-1].unix_time_s) * SPEED
     times = [s.test_time_s for s in samples]

@@ -15,7 +15,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,30 +22,19 @@ from typing import Any
 from hardware_sim.control_port import control_request
 from rig.store import read_events, read_samples
 from tests.sim.sim_process import sim_process
+from tests.support.rig_cli import RIG, rig_env, run_rig
 from tests.support.waiting import wait_for
 
 HERE = Path(__file__).parent
 SHORT = HERE / "short_protocol.yaml"  # 180 kPa
 PLATE_ONLY = HERE / "plate_only_protocol.yaml"  # 150 kPa, one 216 s plate
-RIG = [sys.executable, "-c", "from rig.cli import app; app()"]
+
 AREA_M2 = math.pi * 6e-3**2  # the protocols' 12 mm electrode
 
 
-def _env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = os.environ.copy()
-    env["XDG_RUNTIME_DIR"] = str(tmp / "xdg")  # each test its own operator socket folder
-    (tmp / "xdg").mkdir(exist_ok=True)
-    env.update(extra)
-    return env
-
-
-def _rig(*args: str, env: dict[str, str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*RIG, *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
 def test_a_hard_limit_below_the_maximum_setpoint_is_refused_before_anything_moves(tmp_path: Path) -> None:
-    env = _env(tmp_path, RIG_RIG__HARD_FORCE_LIMIT_N="13.5")  # below 250 kPa × 1.131 cm² = 28.3 N
-    out = _rig("run", str(SHORT), "--sim", "--speed", "50", "--runs", str(tmp_path / "runs"), env=env, timeout=120)
+    env = rig_env(tmp_path, RIG_RIG__HARD_FORCE_LIMIT_N="13.5")  # below 250 kPa × 1.131 cm² = 28.3 N
+    out = run_rig("run", str(SHORT), "--sim", "--speed", "50", "--runs", str(tmp_path / "runs"), env=env, timeout=120)
     assert out.returncode != 0
     said = " ".join((out.stdout + out.stderr).split())
     assert "rig.hard_force_limit_n = 13.5 N must lie above the force of the maximum setpoint" in said
@@ -56,8 +44,8 @@ def test_a_hard_limit_below_the_maximum_setpoint_is_refused_before_anything_move
 
 
 def test_the_simulated_rigs_own_limits_validate_the_protocol(tmp_path: Path) -> None:
-    env = _env(tmp_path, RIG_RIG__MAX_PRESSURE_KPA="110", RIG_RIG__HARD_FORCE_LIMIT_N="13.5")
-    out = _rig("run", str(SHORT), "--sim", "--speed", "50", "--runs", str(tmp_path / "runs"), env=env, timeout=120)
+    env = rig_env(tmp_path, RIG_RIG__MAX_PRESSURE_KPA="110", RIG_RIG__HARD_FORCE_LIMIT_N="13.5")
+    out = run_rig("run", str(SHORT), "--sim", "--speed", "50", "--runs", str(tmp_path / "runs"), env=env, timeout=120)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "short_protocol.yaml:10:" in out.stderr and "outside the rig's pressure range 10–110 kPa" in out.stderr
 
@@ -65,7 +53,7 @@ def test_the_simulated_rigs_own_limits_validate_the_protocol(tmp_path: Path) -> 
 def test_an_overforce_trip_stays_latched_until_rig_ack(tmp_path: Path) -> None:
     # the trip 1.6 N above the 180 kPa hold: a saturated load cell there may be a real over-force, so it trips
     limit_n = 22.0
-    env = _env(tmp_path, RIG_RIG__HARD_FORCE_LIMIT_N=f"{limit_n}", RIG_RIG__MAX_PRESSURE_KPA="190")
+    env = rig_env(tmp_path, RIG_RIG__HARD_FORCE_LIMIT_N=f"{limit_n}", RIG_RIG__MAX_PRESSURE_KPA="190")
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
         [*RIG, "run", str(SHORT), "--sim", "--speed", "50", "--runs", str(runs)],
@@ -83,7 +71,7 @@ def test_an_overforce_trip_stays_latched_until_rig_ack(tmp_path: Path) -> None:
             return state
 
         def status() -> dict[str, Any]:
-            out = _rig("status", env=env)
+            out = run_rig("status", env=env)
             assert out.returncode == 0, out.stdout + out.stderr
             st: dict[str, Any] = json.loads(out.stdout)
             return st
@@ -97,7 +85,7 @@ def test_an_overforce_trip_stays_latched_until_rig_ack(tmp_path: Path) -> None:
         time.sleep(2.0)  # 100 s of experiment time: a latched trip resumes nothing
         t1 = truth()
         st = status()
-        acked = _rig("ack", env=env)
+        acked = run_rig("ack", env=env)
         assert acked.returncode == 0, acked.stdout + acked.stderr
         reply = json.loads(acked.stdout)
         proc.wait(120)
@@ -122,7 +110,7 @@ def test_an_overforce_trip_stays_latched_until_rig_ack(tmp_path: Path) -> None:
 
 
 def test_rig_run_resume_unfinished_continues_a_killed_run_in_its_folder(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = rig_env(tmp_path)
     runs = tmp_path / "runs"
     proc: subprocess.Popen[str] | None = None
     with sim_process(tmp_path, "--speed", "20") as sim:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,27 +14,11 @@ import pytest
 
 from hardware_sim.control_port import control_request
 from rig.store import read_events, read_samples
+from tests.support.rig_cli import rig_env, run_rig
 from tests.support.waiting import wait_for
 
 HERE = Path(__file__).parent
 SHORT = HERE / "short_protocol.yaml"
-
-
-def _env(tmp: Path) -> dict[str, str]:
-    env = os.environ.copy()
-    env["XDG_RUNTIME_DIR"] = str(tmp / "xdg")  # each test its own operator socket folder
-    (tmp / "xdg").mkdir(exist_ok=True)
-    return env
-
-
-def _rig(*args: str, env: dict[str, str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from rig.cli import app; app()", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def _run_dir(runs: Path) -> Path:
@@ -46,7 +29,7 @@ def _run_dir(runs: Path) -> Path:
 
 def test_rig_run_sim_completes_and_prints_the_coulombic_efficiency(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    out = _rig("run", str(SHORT), "--sim", "--speed", "200", "--runs", str(runs), env=_env(tmp_path), timeout=240)
+    out = run_rig("run", str(SHORT), "--sim", "--speed", "200", "--runs", str(runs), env=rig_env(tmp_path), timeout=240)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "run completed" in out.stdout
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("ICE"))
@@ -67,7 +50,7 @@ def test_rig_run_sim_completes_and_prints_the_coulombic_efficiency(tmp_path: Pat
 
 
 def test_pause_resume_abort_from_another_terminal(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = rig_env(tmp_path)
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-c", "from rig.cli import app; app()", "run", str(SHORT), "--sim", "--speed", "50"]
     proc = subprocess.Popen(
@@ -83,7 +66,7 @@ def test_pause_resume_abort_from_another_terminal(tmp_path: Path) -> None:
 
         # wait until plating current flows
         wait_for(lambda: truth()["current_a"] < -1e-4, 120, "plating to start")
-        paused = _rig("pause", env=env)
+        paused = run_rig("pause", env=env)
         assert paused.returncode == 0, paused.stdout + paused.stderr
         assert json.loads(paused.stdout)["state"] == "paused"
         plated_at_pause = truth()["plated_c"]
@@ -91,12 +74,12 @@ def test_pause_resume_abort_from_another_terminal(tmp_path: Path) -> None:
         st = truth()
         assert st["current_a"] == 0.0 and st["source_mode"] == "open"  # no current while paused, output HIMP
         assert st["plated_c"] == pytest.approx(plated_at_pause, abs=1e-9)
-        status = _rig("status", env=env)
+        status = run_rig("status", env=env)
         assert json.loads(status.stdout)["state"] == "paused"
-        resumed = _rig("resume", env=env)
+        resumed = run_rig("resume", env=env)
         assert json.loads(resumed.stdout)["state"] == "running"
         wait_for(lambda: truth()["current_a"] < -1e-4, 60, "current after resume")
-        aborted = _rig("abort", env=env)
+        aborted = run_rig("abort", env=env)
         assert aborted.returncode == 0
         proc.wait(120)
         output = proc.stdout.read() if proc.stdout else ""
@@ -118,7 +101,7 @@ def test_pause_resume_abort_from_another_terminal(tmp_path: Path) -> None:
 
 
 def test_sigterm_brings_the_run_to_a_safe_stop(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = rig_env(tmp_path)
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-c", "from rig.cli import app; app()", "run", str(SHORT), "--sim", "--speed", "50"]
     proc = subprocess.Popen(

@@ -110,3 +110,33 @@ def test_cross_check_calls_a_still_force_under_a_moving_press_frozen_and_nothing
         assert (
             gap.update(force_n=0.01, position_um=float(i), k_low_n_per_um=k_low, noise_n=noise, in_contact=False) == ""
         )
+
+
+def test_a_press_holding_a_creeping_stack_is_not_frozen_however_quiet_the_sensor() -> None:
+    """Holding 180 kPa on a stack that creeps: the force sags between moves and each move brings it back, so over
+    minutes the press advances many µm while the force stays at the setpoint. That is the controller working, not
+    a frozen sensor, even with no noise to tell (CI saw a 500x run held in its settle step for a day of experiment
+    time by exactly this). A sensor that stops answering the same moves is still caught."""
+    k_true, k_low, noise = 0.022, 0.01, 0.002
+    creep_um_per_reading, pulse_um = 0.2, 0.625
+    check = FrozenCheck()
+    x, gap_um, verdicts = 1000.0, 0.0, []
+    for _ in range(2000):
+        gap_um += creep_um_per_reading  # the stack thins: the force drops by k·creep
+        force = 20.0 - k_true * gap_um
+        verdicts.append(
+            check.update(force_n=force, position_um=x, k_low_n_per_um=k_low, noise_n=noise, in_contact=True)
+        )
+        if k_true * gap_um > 0.01:  # out of the deadband: one pulse in
+            x += pulse_um
+            gap_um -= pulse_um
+    assert x > 1000.0 + 300.0  # the press advanced hundreds of µm against the creep
+    assert not any(verdicts), next(v for v in verdicts if v)
+    # the same moves with a sensor stuck at the setpoint: caught within a few moves
+    stuck = FrozenCheck()
+    x, why, moves = 1000.0, "", 0
+    while not why and moves < 50:
+        why = stuck.update(force_n=20.0, position_um=x, k_low_n_per_um=k_low, noise_n=noise, in_contact=True)
+        x += pulse_um
+        moves += 1
+    assert why.startswith("frozen: the press moved") and moves <= 5

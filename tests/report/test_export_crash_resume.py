@@ -1,8 +1,5 @@
 """A run killed (-9) while plating and continued with `rig resume RUN_DIR` exports as one BDF table that the
-Battery Data Format validator accepts with zero test-time drops.
-
-Skipped while `rig resume RUN_DIR` (issue 6) is not on this line yet; the pause/resume export test covers the
-interruption meanwhile.
+Battery Data Format validator accepts with zero test-time drops (skipped only where `batterydf` is missing).
 """
 
 from __future__ import annotations
@@ -12,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +18,8 @@ import pytest
 from hardware_sim.control_port import control_request
 from rig.export import export_run
 from rig.store import FLAG_RESUMED, read_events, read_samples
+from tests.sim.sim_process import sim_process
+from tests.support.rig_cli import RIG, rig_env, run_rig
 from tests.support.waiting import wait_for
 
 bdf = pytest.importorskip("bdf", reason="the Battery Data Format validator (pip install batterydf)")
@@ -30,54 +28,31 @@ SPEED = 100.0
 
 
 def test_export_of_a_run_killed_while_plating_and_resumed(tmp_path: Path) -> None:
-    env = os.environ.copy()
-    env["XDG_RUNTIME_DIR"] = str(tmp_path / "xdg")
-    (tmp_path / "xdg").mkdir()
-    cfg, ready = tmp_path / "sim-rig.toml", tmp_path / "ready.json"
-    sim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hardware_sim",
-            "--speed",
-            str(SPEED),
-            "--config-out",
-            str(cfg),
-            "--ready-file",
-            str(ready),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    env = rig_env(tmp_path)
     runs = tmp_path / "runs"
-    rig_cmd = [sys.executable, "-c", "from rig.cli import app; app()"]
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        wait_for(ready.exists, 30, "the simulator")
-        control = json.loads(ready.read_text())["control"]
+    with sim_process(tmp_path, "--speed", str(SPEED)) as sim:
         proc = subprocess.Popen(
-            [*rig_cmd, "run", str(SHORT), "--config", str(cfg), "--runs", str(runs)],
+            [*RIG, "run", str(SHORT), "--config", str(sim.config_path), "--runs", str(runs)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
         )
-        wait_for(lambda: control_request(control, {"cmd": "state"})["state"]["current_a"] < -1e-5, 120, "plating")
-        time.sleep(0.6)  # a minute into the six-minute plate
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        (run_dir,) = [d for d in runs.iterdir() if d.is_dir()]
-        out = subprocess.run([*rig_cmd, "resume", str(run_dir)], capture_output=True, text=True, env=env, timeout=240)
-        assert out.returncode == 0, out.stdout + out.stderr
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        sim.send_signal(signal.SIGTERM)
         try:
-            sim.wait(10)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait(10)
+
+            def plating() -> bool:
+                return bool(control_request(sim.control, {"cmd": "state"})["state"]["current_a"] < -1e-5)
+
+            wait_for(plating, 120, "plating")
+            time.sleep(0.6)  # a minute into the six-minute plate
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            (run_dir,) = [d for d in runs.iterdir() if d.is_dir()]
+            out = run_rig("resume", str(run_dir), env=env, timeout=240)
+            assert out.returncode == 0, out.stdout + out.stderr
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
     events = read_events(run_dir / "run.sqlite")
     assert any(e["kind"] == "resume" and "crash resume" in e["message"] for e in events)
     samples = read_samples(run_dir / "run.sqlite")

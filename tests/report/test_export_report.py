@@ -24,22 +24,13 @@ from protocols.validate import validate_protocol
 from rig.export import BDF_COLUMNS, PROJECT_COLUMNS, export_run, monotonic_test_time
 from rig.report import plate_condition, report_campaign, report_run
 from rig.store import FLAG_PAUSED, read_samples
+from tests.support.rig_cli import run_rig
 from tests.support.waiting import wait_for
 
 bdf = pytest.importorskip("bdf", reason="the Battery Data Format validator (pip install batterydf)")
 pd = pytest.importorskip("pandas")
 
 SHORT = Path(__file__).parents[1] / "engine" / "short_protocol.yaml"
-
-
-def _rig(*args: str, env: dict[str, str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from rig.cli import app; app()", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +53,9 @@ def paused_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             return bool(control_request(control, {"cmd": "state"})["state"]["current_a"] < -1e-4)
 
         wait_for(plating, 120, "plating")
-        assert json.loads(_rig("pause", env=env).stdout)["state"] == "paused"
+        assert json.loads(run_rig("pause", env=env).stdout)["state"] == "paused"
         time.sleep(0.3)  # 30 s of experiment time paused
-        assert json.loads(_rig("resume", env=env).stdout)["state"] == "running"
+        assert json.loads(run_rig("resume", env=env).stdout)["state"] == "running"
         out, _ = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
@@ -168,15 +159,16 @@ def test_report_of_the_run(paused_run: Path, tmp_path: Path) -> None:
 
 def test_cli_export_and_report(paused_run: Path, tmp_path: Path) -> None:
     env = os.environ.copy()
-    out = _rig("export", str(paused_run), "--format", "bdf-parquet", "--out", str(tmp_path / "x.bdf.parquet"), env=env)
+    parquet = str(tmp_path / "x.bdf.parquet")
+    out = run_rig("export", str(paused_run), "--format", "bdf-parquet", "--out", parquet, env=env)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "x.bdf.parquet").exists() and (tmp_path / "x.bdf.parquet.metadata.json").exists()
-    bad = _rig("export", str(tmp_path), env=env)
+    bad = run_rig("export", str(tmp_path), env=env)
     assert bad.returncode == 2 and "no run.sqlite" in bad.stderr
-    rep = _rig("report", str(paused_run), "--out", str(tmp_path / "rep"), env=env)
+    rep = run_rig("report", str(paused_run), "--out", str(tmp_path / "rep"), env=env)
     assert rep.returncode == 0, rep.stderr
     assert (tmp_path / "rep" / "report.md").exists()
-    camp = _rig("report", "--campaign", str(paused_run.parent), "--out", str(tmp_path / "camp"), env=env)
+    camp = run_rig("report", "--campaign", str(paused_run.parent), "--out", str(tmp_path / "camp"), env=env)
     assert camp.returncode == 0, camp.stderr
     assert (tmp_path / "camp" / "ice_vs_pressure.png").exists()
 

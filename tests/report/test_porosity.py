@@ -8,9 +8,11 @@ import random
 import pytest
 
 from rig.porosity import (
+    RESOLVED_SIGMA_POROSITY,
     LiveDepositEstimator,
     ThicknessPoint,
     apparent_porosity,
+    drift_uncertainty,
     fit_deposit,
     stack_change_um,
 )
@@ -112,3 +114,69 @@ def test_live_estimator_starts_once_holding_and_tracks_the_deposit() -> None:
     assert out is not None
     assert out == pytest.approx(s * q_c / 3.6 / AREA_CM2, rel=0.03)
     assert est.fit is not None and est.fit.porosity == pytest.approx(porosity, abs=0.03)
+
+
+# ------------------------------------------------------------------ the load cell's drift as the estimate's interval
+
+DRIFT_N_PER_SQRT_S = 0.0008  # the simulator's and the configuration's default
+
+
+def test_no_drift_leaves_no_interval() -> None:
+    pts = _trace(porosity=0.3, creep_rate=0.01, noise_um=0.0)
+    fit = fit_deposit(pts, t_load_s=-300.0)
+    assert fit is not None
+    unc = drift_uncertainty(fit, pts, stiffness_n_per_um=0.022, drift_n_per_sqrt_s=0.0, draws=8)
+    assert unc.sigma_um_per_mah_cm2 == pytest.approx(0.0, abs=1e-6)
+    assert unc.porosity_low == pytest.approx(fit.porosity, abs=1e-6) and unc.resolved
+    with pytest.raises(ValueError):
+        drift_uncertainty(fit, pts, stiffness_n_per_um=0.0, drift_n_per_sqrt_s=0.001)
+    with pytest.raises(ValueError):
+        drift_uncertainty(fit, pts, stiffness_n_per_um=0.02, drift_n_per_sqrt_s=-1.0)
+
+
+def test_the_interval_scales_with_drift_over_stiffness() -> None:
+    """The drift reads as thickness through the compliance: a 10× stiffer load path, a 10× narrower interval."""
+    pts = _trace(porosity=0.0, creep_rate=0.03, noise_um=0.05)
+    fit = fit_deposit(pts, t_load_s=-300.0)
+    assert fit is not None
+    soft = drift_uncertainty(fit, pts, stiffness_n_per_um=0.022, drift_n_per_sqrt_s=DRIFT_N_PER_SQRT_S, draws=24)
+    stiff = drift_uncertainty(fit, pts, stiffness_n_per_um=0.22, drift_n_per_sqrt_s=DRIFT_N_PER_SQRT_S, draws=24)
+    assert soft.sigma_um_per_mah_cm2 == pytest.approx(10 * stiff.sigma_um_per_mah_cm2, rel=0.3)
+    # a dense 1 mAh/cm² deposit behind a soft disc spring cannot be told from a porous one; behind a stiff one it can
+    assert not soft.resolved and soft.sigma_porosity > 2 * RESOLVED_SIGMA_POROSITY
+    assert stiff.resolved and stiff.porosity_low < fit.porosity < stiff.porosity_high
+
+
+@pytest.mark.parametrize(("porosity", "creep_rate"), [(0.0, 0.03), (0.55, 0.0)])
+def test_the_interval_covers_the_truth_as_often_as_it_claims(porosity: float, creep_rate: float) -> None:
+    """Runs with drift drawn like the load cell's: the truth falls inside 2σ of the estimate most of the time
+    (a 2σ interval claims ~95 %; the fit's own bias leaves it a little less)."""
+    k = 0.022
+    walk = DRIFT_N_PER_SQRT_S / k  # µm per √s as seen through the compliance
+    s_true = DENSE / (1 - porosity)
+    inside_2s = inside_1s = 0
+    runs = 12
+    for seed in range(runs):
+        pts = _trace(porosity=porosity, creep_rate=creep_rate, noise_um=0.05, walk_um_per_sqrt_s=walk, seed=seed)
+        fit = fit_deposit(pts, t_load_s=-300.0)
+        assert fit is not None
+        unc = drift_uncertainty(fit, pts, stiffness_n_per_um=k, drift_n_per_sqrt_s=DRIFT_N_PER_SQRT_S, draws=24)
+        err = abs(fit.um_per_mah_cm2 - s_true)
+        inside_1s += err <= unc.sigma_um_per_mah_cm2
+        inside_2s += err <= 2 * unc.sigma_um_per_mah_cm2
+    assert inside_2s >= 0.75 * runs, (inside_1s, inside_2s)
+    assert inside_1s >= 0.4 * runs, (inside_1s, inside_2s)
+
+
+def test_the_report_says_when_the_porosity_is_not_resolved() -> None:
+    from rig.porosity import DepositFit, DriftUncertainty
+    from rig.report import porosity_text
+
+    fit = DepositFit(9.5, 0.0, 3.0, 60.0, 0.25, 0.0, 0.4, 500, 1.0)  # φ = 1 − 8.86/9.5 = 6.7 %
+    narrow = DriftUncertainty(0.2, 1 - DENSE / 9.3, 1 - DENSE / 9.7, 0.0008, 0.22, 48)
+    wide = DriftUncertainty(3.0, 1 - DENSE / 6.5, 1 - DENSE / 12.5, 0.0008, 0.022, 48)
+    open_low = DriftUncertainty(12.0, -math.inf, 1 - DENSE / 21.5, 0.0008, 0.005, 48)
+    assert porosity_text(fit, None) == "7 %"
+    assert porosity_text(fit, narrow) == "7 % (1σ 5 … 9 % from the load cell's drift)"
+    assert porosity_text(fit, wide) == "not resolved: 7 % (1σ -36 … 29 % from the load cell's drift)"
+    assert porosity_text(fit, open_low).startswith("not resolved: 7 % (1σ −∞ … 59 %")
