@@ -415,7 +415,8 @@ def markdown_summary(
         lines += [
             f"- thickness per charge: {f.um_per_mah_cm2:.2f} µm per mAh/cm² (dense Na: {NA_DENSE_UM_PER_MAH_CM2})",
             f"- apparent porosity: **{porosity_text(f, unc)}**",
-            f"- deposit at the peak charge ({q_peak:.3f} mAh/cm²): {f.deposit_um(q_peak):.2f} µm",
+            f"- deposit at the peak charge ({q_peak:.3f} mAh/cm²): {f.deposit_um(q_peak):.2f} µm"
+            + (f" ± {unc.sigma_um_per_mah_cm2 * q_peak:.2f} µm (1σ)" if unc is not None else ""),
             f"- creep removed by the fit: {f.creep_um(dep.points[-1].t_s):.2f} µm; residual {f.rms_um:.2f} µm rms",
         ]
         if unc is not None:
@@ -426,8 +427,8 @@ def markdown_summary(
             )
             if not unc.resolved:
                 lines.append(
-                    "- the porosity is not resolved: a stiffer load path (no soft disc spring), a larger charge or "
-                    "a load cell with less drift narrows the interval in proportion"
+                    "- the porosity is not resolved: a stiffer load path (no soft disc spring) or a load cell with "
+                    "less drift narrows the interval in proportion, a larger charge as its square root"
                 )
     lines += ["", "## Alarms", ""]
     alarms = [e for e in run.events if e["kind"] == "alarm"]
