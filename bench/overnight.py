@@ -137,7 +137,7 @@ def _holds(runs: Path) -> list[str]:
     for e in read_events(dbs[0]):
         msg = str(e["message"])
         if e["kind"] == "state" and "-> suspended" in msg:
-            found.append(msg.split(":", 1)[1].split(" for ")[0].strip() if ":" in msg else msg)
+            found.append(msg.split(":", 1)[1].strip() if ":" in msg else msg)
     return found
 
 
@@ -164,9 +164,11 @@ def main() -> None:
             f"{'≤ ' + format(GOAL_MEM_MB, 'g'):>6}"
         )
     for m in (acc, rt):
-        causes = Counter(m.holds)
+        causes = Counter(h.split(" for ")[0] for h in m.holds)
         said = ", ".join(f"{n}× {c}" for c, n in causes.most_common()) or "none"
         print(f"holds in the {m.label} run: {len(m.holds)} ({said})")
+        for h in m.holds:
+            print(f"  {h}")
     print("CPU % (1x): CPU seconds per experiment second x 100. At 1x it is the measured share of one core;")
     print("accelerated, the control loop is bus-bound (fewer cycles per experiment second): a lower bound only.")
 

@@ -1147,7 +1147,9 @@ class PressureController:
         self.law.restart()
 
     async def _mean_abs_force(self, n: int) -> float:
-        """Mean absolute force over `n` valid readings (at most 3n tries)."""
+        """Mean absolute force over `n` valid readings (at most 3n tries). Each valid reading is published (reason
+        "tare"): a burst of ten Modbus reads outlasts the supervisor's 0.1 s silence backstop at 1x, and every run
+        began with a stale-load-cell hold and a safe-state alarm while the load cell answered throughout."""
         values: list[float] = []
         for _ in range(3 * n):
             try:
@@ -1159,6 +1161,7 @@ class PressureController:
                 self._last_seq = max(self._last_seq or 0, reading.seq)
                 self._last_fresh_t = reading.t_s  # fresh data for the stale clock (not a loop period)
                 self._stale_flagged = False
+                self._publish(reading.t_s, True, "tare", values[-1], 0)
                 if len(values) >= n:
                     return statistics.fmean(values)
         raise ControllerFault(f"could not get {n} valid force readings for a tare (got {len(values)})")

@@ -76,6 +76,7 @@ class SupervisorSettings:
     min_tick_wall_s: float = 0.02
     min_stale_wall_s: float = 0.04  # backstop floor in wall time (the controller's own stale flag comes first)
     silent_wall_s: float = 0.1  # backstop: no sample at all from the control loop this long in wall time: stale
+    first_sample_wall_s: float = 2.0  # the same backstop before the loop's first sample (it connects and reads)
     auto_clear: tuple[str, ...] = ("force", "pressure", "lag", "press")
 
 
@@ -99,6 +100,7 @@ class Supervisor:
         self._tasks: list[asyncio.Task[None]] = []
         self._queue: asyncio.Queue[ControlSample] | None = None
         self._last_usable_t: float | None = None
+        self._seen_sample = False
         self._bad_since: dict[str, float] = {}
         self._ok_since: dict[str, float] = {}
         self.active: set[str] = set()
@@ -154,13 +156,20 @@ class Supervisor:
         period = self._ctl.sample_period_s()
         return max(self.s.stale_periods * period, self.s.min_stale_wall_s * self._clock.speed)
 
+    def _silent_after_s(self) -> float:
+        """No sample at all from the control loop for this long (experiment s) and the load cell counts as stale;
+        before the loop's first sample it is still connecting and making its first read: a longer grace, so a
+        run does not start with a hold and an alarm."""
+        wall = self.s.silent_wall_s if self._seen_sample else max(self.s.silent_wall_s, self.s.first_sample_wall_s)
+        return max(self._stale_after_s(), wall * self._clock.speed)
+
     async def _watch_samples(self) -> None:
         assert self._queue is not None
         q = self._queue
         while True:
             now = self._clock.now()
             assert self._last_usable_t is not None
-            left_exp = self._last_usable_t + max(self._stale_after_s(), self.s.silent_wall_s * self._clock.speed) - now
+            left_exp = self._last_usable_t + self._silent_after_s() - now
             timeout_wall = max(self.s.min_tick_wall_s, left_exp / self._clock.speed)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that lands as q.get()
             # completes, and this loop would then never stop (a stop() that hangs for ever)
@@ -169,13 +178,14 @@ class Supervisor:
                 async with asyncio.timeout(timeout_wall):
                     sample = await q.get()
             except TimeoutError:
-                sample = None
+                # the timeout and a sample can land in the same loop iteration: a sample already queued is not
+                # silence (a late wake-up of this task is the host's doing, not the load cell's)
+                sample = None if q.empty() else q.get_nowait()
             now = self._clock.now()
             if sample is not None:
+                self._seen_sample = True
                 self._on_sample(sample, now)
-            elif "force" not in self.active and now - self._last_usable_t > max(
-                self._stale_after_s(), self.s.silent_wall_s * self._clock.speed
-            ):
+            elif "force" not in self.active and now - self._last_usable_t > self._silent_after_s():
                 self._mark_stale(now, "no sample from the control loop")
             self._check_persistence()
 
@@ -213,7 +223,8 @@ class Supervisor:
             if "force" not in self.active and age >= limit:
                 self._mark_stale(now, sample.reason or "unusable")
             return
-        self._last_usable_t = sample.t_s
+        # a sample is published after its reading; one read before a burst (the tare) comes after the burst
+        self._last_usable_t = max(self._last_usable_t or sample.t_s, sample.t_s)
         self._good("force", now)
         p = sample.pressure_kpa
         sp = sample.setpoint_kpa
