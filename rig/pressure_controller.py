@@ -554,7 +554,8 @@ class PressureController:
             if steady and p is None and last_ok is not None and now - last_ok <= self.stale_limit_s():
                 pass  # a short unusable stretch: the settle time runs on, but cannot end on it
             elif steady and p is not None and abs(p - self._setpoint_kpa) <= tol:
-                since = since if since is not None else now
+                if since is None or last_ok is None or now - last_ok > self.stale_limit_s():
+                    since = now  # first, or after a gap in the data longer than the stale limit (no cycle ran)
                 last_ok = now
                 if now - since >= hold_s:
                     return
