@@ -34,6 +34,7 @@ from rig.store import (
     FLAG_STALE,
     FLAG_SUSPENDED,
     Sample,
+    is_simulated_run,
     read_events,
     read_meta,
     read_samples,
@@ -153,7 +154,7 @@ def run_metadata(run_dir: Path, *, rows: int, repairs: list[dict[str, float]], f
     summary: dict[str, Any] = {}
     if (run_dir / "summary.json").exists():
         summary = json.loads((run_dir / "summary.json").read_text())
-    simulated = (run_dir / "sim-ready.json").exists() or (run_dir / "sim-rig.toml").exists()
+    simulated = is_simulated_run(run_dir, meta)
     return {
         "format": "Battery Data Format (BDF)",
         "format_variant": fmt,

@@ -30,7 +30,7 @@ from rig.analysis import DepositAnalysis, analyse_deposit, net_charge_c, step_ki
 from rig.config import LoadCellConfig
 from rig.porosity import C_PER_MAH, NA_DENSE_UM_PER_MAH_CM2, DepositFit, DriftUncertainty
 from rig.run_cmd import electrolyte_key
-from rig.store import FLAG_PAUSED, Sample, read_events, read_meta, read_samples
+from rig.store import FLAG_PAUSED, Sample, is_simulated_run, read_events, read_meta, read_samples
 from rig.validate_cmd import default_limits
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def load_run(run_dir: Path) -> RunData:
     summary: dict[str, Any] = {}
     if (run_dir / "summary.json").exists():
         summary = json.loads((run_dir / "summary.json").read_text())
-    simulated = (run_dir / "sim-ready.json").exists() or (run_dir / "sim-rig.toml").exists()
+    simulated = is_simulated_run(run_dir, meta)
     return RunData(run_dir, plan, read_samples(db), read_events(db), meta, summary, simulated)
 
 

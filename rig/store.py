@@ -322,6 +322,21 @@ def read_events(path: Path) -> list[dict[str, Any]]:
         conn.close()
 
 
+def is_simulated_run(run_dir: Path, meta: dict[str, str]) -> bool:
+    """Whether a run ran on the simulator: `rig run --sim` leaves the simulator's files in the run folder; a run on
+    a simulator started by hand (`rig run --config sim-rig.toml`) is known by its accelerated clock (no hardware
+    runs faster than real time) or the rig name the simulator writes into its configuration."""
+    if (run_dir / "sim-ready.json").exists() or (run_dir / "sim-rig.toml").exists():
+        return True
+    try:
+        if float(meta.get("speed", "1")) != 1.0:
+            return True
+        name = json.loads(meta.get("rig_config", "{}")).get("rig", {}).get("name")
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return bool(name == "sim")
+
+
 def read_meta(path: Path) -> dict[str, str]:
     """Run metadata (read-only)."""
     conn = _connect(path, create=False)
