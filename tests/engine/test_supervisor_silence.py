@@ -68,14 +68,18 @@ class _Engine:
         raise AssertionError(detail)
 
 
-async def _watch(first_sample_after_s: float, then_silent_s: float) -> list[tuple[str, str]]:
-    clock, ctl, engine = _Clock(), _Controller(), _Engine()
-    sup = Supervisor(
+def _supervisor(clock: _Clock, ctl: _Controller, engine: _Engine) -> Supervisor:
+    return Supervisor(
         engine=engine,  # type: ignore[arg-type]
         controller=ctl,  # type: ignore[arg-type]
         clock=clock,
         settings=SupervisorSettings(silent_wall_s=0.1, first_sample_wall_s=2.0),
     )
+
+
+async def _watch(first_sample_after_s: float, then_silent_s: float) -> list[tuple[str, str]]:
+    clock, ctl, engine = _Clock(), _Controller(), _Engine()
+    sup = _supervisor(clock, ctl, engine)
     await sup.start()
     try:
         await asyncio.sleep(first_sample_after_s)
@@ -105,12 +109,7 @@ async def test_a_sample_published_late_does_not_turn_the_silence_clock_back() ->
     """The approach's first reading is published after the tare's burst of ten (newer) readings: its older time
     must not make the loop look silent (every `rig run` began with that hold before)."""
     clock, ctl, engine = _Clock(), _Controller(), _Engine()
-    sup = Supervisor(
-        engine=engine,  # type: ignore[arg-type]
-        controller=ctl,  # type: ignore[arg-type]
-        clock=clock,
-        settings=SupervisorSettings(silent_wall_s=0.1, first_sample_wall_s=2.0),
-    )
+    sup = _supervisor(clock, ctl, engine)
     await sup.start()
     try:
         first = clock.now()
