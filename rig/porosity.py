@@ -146,10 +146,13 @@ def _inverse_normal(ata: list[list[float]]) -> list[list[float]] | None:
     k = len(ata)
     scale = [math.sqrt(ata[i][i]) or 1.0 for i in range(k)]
     a = [[ata[i][j] / (scale[i] * scale[j]) for j in range(k)] for i in range(k)]
-    cols = [_solve(a, [1.0 if r == c else 0.0 for r in range(k)]) for c in range(k)]
-    if any(col is None for col in cols):
-        return None
-    return [[cols[j][i] / (scale[i] * scale[j]) for j in range(k)] for i in range(k)]  # type: ignore[index]
+    cols: list[list[float]] = []
+    for c in range(k):
+        col = _solve(a, [1.0 if r == c else 0.0 for r in range(k)])
+        if col is None:
+            return None
+        cols.append(col)
+    return [[cols[j][i] / (scale[i] * scale[j]) for j in range(k)] for i in range(k)]
 
 
 def _dot(a: Sequence[float], b: Sequence[float]) -> float:
