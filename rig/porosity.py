@@ -36,7 +36,7 @@ import math
 import operator
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 NA_DENSE_UM_PER_MAH_CM2 = 8.86  # dense Na thickness per areal capacity (reference physics)
 C_PER_MAH = 3.6
@@ -176,11 +176,11 @@ class _FitDesign:
     what makes the drift refits (`drift_uncertainty`) cheap: they share the times and charges of the
     measurement."""
 
-    def __init__(self, t_s: Sequence[float], q_mah_cm2: Sequence[float], t_load_s: float) -> None:
+    def __init__(self, t_s: Sequence[float], q_mah_cm2: Sequence[float], t_load_s: float, q_max: float) -> None:
         self.q = list(q_mah_cm2)
         self.n = len(self.q)
         self.t_load_s = t_load_s
-        self.q_max = max(self.q)
+        self.q_max = q_max  # over the whole window, not only the decimated points
         s1, sq, sqq = float(self.n), math.fsum(self.q), _dot(self.q, self.q)
         self.models: list[_Model] = []
         inv = _inverse_normal([[s1, sq], [sq, sqq]])  # no creep at all (low pressure: the creep is negligible)
@@ -229,8 +229,7 @@ def fit_deposit(
     if q_max < min_q_mah_cm2:
         return None
     pts = _decimate(points, max_points)
-    fit = _FitDesign([p.t_s for p in pts], [p.q_mah_cm2 for p in pts], t_load_s).fit([p.h_um for p in pts])
-    return None if fit is None else replace(fit, q_max_mah_cm2=q_max)
+    return _FitDesign([p.t_s for p in pts], [p.q_mah_cm2 for p in pts], t_load_s, q_max).fit([p.h_um for p in pts])
 
 
 #: A porosity whose 1σ interval is wider than ±this is reported as not resolved.
@@ -284,7 +283,7 @@ def drift_uncertainty(
     if drift_n_per_sqrt_s < 0 or draws < 4:
         raise ValueError("drift must be ≥ 0 and draws ≥ 4")
     pts = _decimate(points, 600)
-    design = _FitDesign([p.t_s for p in pts], [p.q_mah_cm2 for p in pts], fit.t_load_s)
+    design = _FitDesign([p.t_s for p in pts], [p.q_mah_cm2 for p in pts], fit.t_load_s, fit.q_max_mah_cm2)
     rng = random.Random(seed)
     model = [fit.h0_um + fit.um_per_mah_cm2 * p.q_mah_cm2 - fit.creep_um(p.t_s) for p in pts]
     k = stiffness_n_per_um
