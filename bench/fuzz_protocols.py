@@ -7,8 +7,10 @@ Three sources of text, each validated with `protocols.validate_protocol`:
   must be consistent), then mutated once more;
 - arbitrary: random text of up to 300 characters.
 
-Printed per source: cases, valid, rejected with `ProtocolError`, anything else (must be 0), cases per second and
-the most common first error messages. The exit code is 1 if anything other than `ProtocolError` escaped.
+Printed per source: cases, valid, rejected with `ProtocolError`, anything else (must be 0), errors placed outside
+the text (a FILE:LINE:COL past the last line an editor shows, or past the end of its line: must be 0), cases per
+second and the most common first error messages. The exit code is 1 if anything other than `ProtocolError`
+escaped or an error was misplaced.
 
     python bench/fuzz_protocols.py [--cases 20000] [--generated 2000] [--seed 1]
 """
@@ -33,6 +35,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from protocols import ProtocolError, validate_protocol  # noqa: E402
 from tests.protocols.fuzzing import arbitrary, mutate  # noqa: E402
 from tests.protocols.strategies import valid_protocols  # noqa: E402
+from tests.protocols.test_line_positions import editor_lines  # noqa: E402
 from tests.protocols.test_properties import check_plan_consistency  # noqa: E402
 
 
@@ -44,6 +47,7 @@ class Tally:
     valid: int = 0
     rejected: int = 0
     escaped: int = 0
+    misplaced: int = 0
     seconds: float = 0.0
     first_errors: Counter[str] = field(default_factory=Counter)
     escapes: list[str] = field(default_factory=list)
@@ -58,6 +62,11 @@ class Tally:
         except ProtocolError as exc:
             self.rejected += 1
             self.first_errors[_category(exc.issues[0].message)] += 1
+            outside = _outside(text, exc)
+            if outside:
+                self.misplaced += 1
+                if len(self.escapes) < 5:
+                    self.escapes.append(f"misplaced: {outside}\n--- text ---\n{text!r}")
             if must_be_valid:
                 self.escaped += 1
                 self.escapes.append(f"a generated protocol was refused: {exc}\n{text}")
@@ -67,6 +76,16 @@ class Tally:
                 self.escapes.append(f"{traceback.format_exc()}\n--- text ---\n{text!r}")
         finally:
             self.seconds += time.perf_counter() - t0
+
+
+def _outside(text: str, exc: ProtocolError) -> str:
+    """The first issue whose position is not in `text` as an editor shows it, or ''."""
+    lines = editor_lines(text)
+    for issue in exc.issues:
+        line, col = issue.mark.line, issue.mark.col
+        if not (1 <= line <= len(lines) and 1 <= col <= len(lines[line - 1]) + 1):
+            return f"{issue} (the text has {len(lines)} lines)"
+    return ""
 
 
 def _category(message: str) -> str:
@@ -97,7 +116,7 @@ def report(name: str, tally: Tally) -> None:
     rate = tally.cases / tally.seconds if tally.seconds else 0.0
     print(
         f"{name:<22} {tally.cases:>7} cases  {tally.valid:>6} valid  {tally.rejected:>6} ProtocolError  "
-        f"{tally.escaped:>3} other  {rate:>6.0f} cases/s"
+        f"{tally.escaped:>3} other  {tally.misplaced:>3} misplaced  {rate:>6.0f} cases/s"
     )
     for message, n in tally.first_errors.most_common(6):
         print(f"{'':<24}{n:>6}  {message}")
@@ -142,11 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         report(name, tally)
     total = sum(t.cases for t in tallies.values())
     escaped = sum(t.escaped for t in tallies.values())
-    print(f"{'total':<22} {total:>7} cases in {wall:.1f} s; anything but ProtocolError: {escaped}")
+    misplaced = sum(t.misplaced for t in tallies.values())
+    print(
+        f"{'total':<22} {total:>7} cases in {wall:.1f} s; anything but ProtocolError: {escaped}; "
+        f"errors placed outside the text: {misplaced}"
+    )
     for tally in tallies.values():
         for text in tally.escapes[:3]:
             print("\n" + text)
-    return 1 if escaped else 0
+    return 1 if escaped or misplaced else 0
 
 
 if __name__ == "__main__":

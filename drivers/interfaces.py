@@ -135,6 +135,10 @@ class Press(Protocol):
         """Enable the drive; raises `DeviceAlarm` if an alarm is active (never reset silently)."""
         ...
 
+    async def verify_safe(self, lower_um: float, upper_um: float) -> dict[str, object]:
+        """The start-up check: set and read back the travel limits; refuse an alarm, a fault or a disabled drive."""
+        ...
+
     async def move_relative_um(self, delta_um: float) -> int:
         """Start a relative move; returns the pulses commanded (quantised)."""
         ...

@@ -323,9 +323,12 @@ class LeadshinePR:
         return enabled, lower * self.um_per_pulse, upper * self.um_per_pulse
 
     async def verify_safe(self, lower_um: float, upper_um: float) -> dict[str, object]:
-        """Set and verify the software limits, then refuse (DeviceAlarm) if an alarm is active."""
+        """The one start-up check (`rig check` and `rig run` alike): set and read back the software limits, then
+        refuse an active alarm (DeviceAlarm naming its code), a fault bit with no alarm code, or a disabled drive."""
         lower, upper = await self._apply_travel_limits(lower_um, upper_um)
         await self._raise_if_alarm()
+        (raw,) = await self._read(REG_STATUS, 1, "motion status")
+        self._raise_if_not_ready(raw)
         return {
             "travel_limits_um": (lower * self.um_per_pulse, upper * self.um_per_pulse),
             "travel_limits_pulses": (lower, upper),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -42,6 +43,16 @@ def serve(
     pressure_pin_kpa: Annotated[
         float | None, typer.Option(help="an ideal press: hold the stack at exactly this pressure (no controller)")
     ] = None,
+    controller_pid: Annotated[
+        int | None, typer.Option(help="the controller this simulator serves (rig run --sim): watched, see below")
+    ] = None,
+    orphan_grace_s: Annotated[
+        float,
+        typer.Option(
+            help="with --controller-pid: once that process is gone, wait this many wall seconds for a controller "
+            "to attach (rig resume RUN), then exit; the rig goes on meanwhile as a real one would"
+        ),
+    ] = 600.0,
 ) -> None:
     """Start the simulated rig and serve until interrupted."""
     if ctx.invoked_subcommand is not None:
@@ -68,6 +79,8 @@ def serve(
             control_port=control_port,
             ready_file=ready_file,
             pin_pressure_kpa=pressure_pin_kpa,
+            controller_pid=controller_pid,
+            orphan_grace_s=orphan_grace_s,
         )
     )
 
@@ -79,14 +92,44 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
 async def _serve(
-    params: SimParams, *, config_out: Path, ready_file: Path | None, pin_pressure_kpa: float | None, **kwargs: Any
+    params: SimParams,
+    *,
+    config_out: Path,
+    ready_file: Path | None,
+    pin_pressure_kpa: float | None,
+    controller_pid: int | None = None,
+    orphan_grace_s: float = 600.0,
+    **kwargs: Any,
 ) -> None:
+    from hardware_sim.controller_watch import ControllerWatch
     from hardware_sim.rig import SimulatedRig
 
     rig = SimulatedRig(params=params, **kwargs)
     rig.model.pin_pressure_kpa = pin_pressure_kpa
+    stop = asyncio.Event()
+    watch = ControllerWatch(controller_pid, grace_s=orphan_grace_s, on_expired=stop.set, log=_log)
+
+    def attach(req: dict[str, Any]) -> dict[str, Any]:
+        pid = req.get("pid")
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise ValueError(f"attach needs a process id, got {pid!r}")
+        return watch.attach(pid)
+
+    def shutdown(req: dict[str, Any]) -> dict[str, Any]:
+        _log("shutdown requested on the control port")
+        stop.set()
+        return {}
+
+    rig.control.add_command("attach", attach)
+    rig.control.add_command("shutdown", shutdown)
+    rig.control.add_command("controller", lambda req: watch.status())
     await rig.start()
+    watcher: asyncio.Task[None] | None = None
     try:
         rig.write_config(config_out)
         endpoints = rig.endpoints()
@@ -97,15 +140,19 @@ async def _serve(
         print(f"  config       {config_out}")
         sys.stdout.flush()
         if ready_file is not None:
-            ready = json.dumps({**endpoints, "config": str(config_out)})
+            ready = json.dumps({**endpoints, "config": str(config_out), "pid": os.getpid()})
             await asyncio.to_thread(_write_atomically, ready_file, ready)
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        watcher = asyncio.create_task(watch.run(), name="controller-watch")  # idle until a controller attaches
         await stop.wait()
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await rig.close()
 
 

@@ -7,6 +7,9 @@ Requests and replies are one JSON object per line:
   {"cmd": "fault", "device": "loadcell", "set": {"no_reply": true}}
   {"cmd": "clear"} or {"cmd": "clear", "device": "stepper"}
   {"cmd": "speed", "value": 100}
+  {"cmd": "attach", "pid": 1234}      (a controller takes the rig over: hardware_sim.controller_watch)
+  {"cmd": "shutdown"}                 (the simulator exits, as on SIGTERM)
+`attach` and `shutdown` exist where the simulator was started for a controller (`add_command`).
 Errors come back as {"ok": false, "error": "..."}; the connection stays open.
 """
 
@@ -43,6 +46,11 @@ class ControlPort:
         self._port = port
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        self._commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+    def add_command(self, name: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Serve one more command: `handler(request)` returns the reply's fields (raise ValueError to refuse)."""
+        self._commands[name] = handler
 
     @property
     def address(self) -> str:
@@ -119,7 +127,10 @@ class ControlPort:
                 raise ValueError(f"speed must be a number > 0, got {value!r}")
             self._set_speed(float(value))
             return {}
-        raise ValueError(f"unknown command {cmd!r}; known: state, endpoints, faults, fault, clear, speed")
+        if isinstance(cmd, str) and cmd in self._commands:
+            return self._commands[cmd](req)
+        known = ", ".join(["state", "endpoints", "faults", "fault", "clear", "speed", *self._commands])
+        raise ValueError(f"unknown command {cmd!r}; known: {known}")
 
     def _device(self, req: dict[str, Any]) -> str:
         device = req.get("device")

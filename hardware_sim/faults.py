@@ -25,6 +25,7 @@ class Faults:
     disconnect: bool = False  # drop connections and refuse new ones while set
     lost_steps_fraction: float = 0.0  # stepper: fraction of pulses that do not move the platen
     alarm_code: int = 0  # stepper: raise this alarm code (0 = none)
+    status_fault: bool = False  # stepper: the status register's fault bit set while the alarm code reads 0
     compliance_trip: bool = False  # potentiostat: force the compliance state
     scpi_error: int = 0  # potentiostat: push this SCPI error code on every command (0 = off)
     nan: bool = False  # reply with a non-number (ASCII 'nan', SCPI 9.9E+37 style) where the device can
@@ -71,7 +72,7 @@ MODBUS_FAULTS = frozenset(
     {"no_reply", "delay_s", "corrupt", "modbus_exception", "stuck", "disconnect", "lost_reply_register"}
 )
 LOADCELL_FAULTS = MODBUS_FAULTS | {"overload", "spike_n"}
-STEPPER_FAULTS = MODBUS_FAULTS | {"lost_steps_fraction", "alarm_code"}
+STEPPER_FAULTS = MODBUS_FAULTS | {"lost_steps_fraction", "alarm_code", "status_fault"}
 GAUGE_FAULTS = frozenset({"no_reply", "delay_s", "corrupt", "stuck", "overload", "disconnect", "nan"})
 POTENTIOSTAT_FAULTS = frozenset(
     {"no_reply", "delay_s", "corrupt", "disconnect", "compliance_trip", "scpi_error", "nan"}

@@ -222,6 +222,8 @@ class LeadshineDrive:
             status |= STATUS_FAULT
         else:
             status |= STATUS_ENABLED
+        if self.faults.status_fault:  # a fault bit with no alarm code (0x0003 at rest)
+            status |= STATUS_FAULT
         if self.model.axis.moving:
             status |= STATUS_RUNNING
         if self._command_done:

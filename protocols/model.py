@@ -12,28 +12,34 @@ A step is written as a one-key mapping naming its kind:
 YAML keys are the operator's words (`target`, `duration`); Python attributes carry their SI unit (`target_pa`,
 `duration_s`). Currents and voltage limits are written as positive magnitudes; the sign convention (plating
 current negative, stripping positive) is applied by the plan (`protocols/plan.py`, ADR 0012). Unknown fields,
-zero or negative durations, currents and capacities are rejected. `parse_protocol` reports every problem with its
-`FILE:LINE:COL`.
+zero or negative quantities and quantities outside their plausible range (`protocols.bounds`, ADR 0022) are
+rejected. `parse_protocol` reports every problem with its `FILE:LINE:COL`. The models also give the JSON Schema of
+protocol files (`protocols.json_schema`): quantities as text with the units' grammar, steps as one-key mappings.
 """
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, ErrorDetails, core_schema
 
+from protocols import bounds
+from protocols.bounds import Bound
 from protocols.errors import ProtocolError, ProtocolIssue, SourceMark
 from protocols.units import Kind, UnitError, parse_quantity
 from protocols.yaml_loader import Path, YamlDocument
@@ -60,9 +66,13 @@ __all__ = [
 OnResume = Literal["continue", "restart", "abort"]
 
 STEP_KINDS = ("pressure", "rest", "plate", "strip", "hold", "repeat")
-MAX_DURATION_S = 366 * 86400.0
+MAX_DURATION_S = 366 * 86400.0  # `bounds.DURATION`'s upper end
 MAX_REPEAT_COUNT = 10_000
 _MAX_TEXT = 2000
+#: Defaults as operators write them (the models hold them in SI, and the JSON Schema shows them as written).
+DEFAULT_TOLERANCE = "2 kPa"
+DEFAULT_SETTLE = "1 min"
+DEFAULT_VOLTAGE_LIMIT = "1 V"
 _NOWHERE = SourceMark("<unknown>", 1, 1)
 
 
@@ -119,41 +129,76 @@ def _electrolyte(value: object) -> str:
     return _ELECTROLYTES.get(text.lower().replace(" ", ""), text)
 
 
-def _quantity(*kinds: Kind, sign_hint: str = "", upper_si: float | None = None) -> BeforeValidator:
-    """A validator parsing text in `kinds`, requiring a positive value; returns SI (or a `Capacity`)."""
+@dataclass(frozen=True, eq=False)
+class _Quantity:
+    """A quantity field: text in a unit, positive and within its bound, held in SI (or as a `Capacity`).
 
-    def check(value: object) -> Any:
+    Used as `Annotated[float, _Quantity(bound)]`; it is the field's validator and its JSON Schema (text matching
+    the units' grammar, with the bound described).
+    """
+
+    bound: Bound
+    sign_hint: str = ""
+
+    def check(self, value: object) -> Any:
+        """Parse and check `value`; return SI (or a `Capacity`). Raises `ValueError` with the operator's message."""
         try:
-            q = parse_quantity(value, *kinds)
+            q = parse_quantity(value, *self.bound.kinds)
         except UnitError as exc:
             raise ValueError(str(exc)) from None
         if q.si <= 0:
-            hint = f"; {sign_hint}" if sign_hint and q.si < 0 else ""
+            hint = f"; {self.sign_hint}" if self.sign_hint and q.si < 0 else ""
             raise ValueError(f"`{q.text}` must be greater than zero{hint}")
-        if upper_si is not None and q.si > upper_si:
-            raise ValueError(f"`{q.text}` is implausibly large; is the unit right?")
-        if kinds == (Kind.AREAL_CHARGE, Kind.CHARGE):
+        self.bound.check(q)
+        if set(self.bound.kinds) == {Kind.AREAL_CHARGE, Kind.CHARGE}:
             return Capacity(si=q.si, areal=q.kind is Kind.AREAL_CHARGE, text=q.text)
         return q.si
 
-    return BeforeValidator(check)
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        """Validate with `check` before the field's own type."""
+        return core_schema.no_info_before_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """Text with the units' grammar as pattern, and the bound in the description."""
+        return self.bound.json_schema()
+
+
+@dataclass(frozen=True, eq=False)
+class _Schema:
+    """Extra JSON Schema keywords for a field type (e.g. `minItems`); no effect on validation."""
+
+    extra: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, **extra: Any) -> _Schema:
+        """E.g. `_Schema.of(minimum=1)`."""
+        return cls(tuple(extra.items()))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """The type's own schema, with the extra keywords."""
+        out = dict(handler(schema))
+        out.update(self.extra)
+        return out
 
 
 _CURRENT_HINT = "write the magnitude: the sign follows from plate or strip"
 _VOLTAGE_HINT = "write the magnitude: a plating limit applies below 0 V, a strip cut-off above (ADR 0012)"
 
-Text = Annotated[str, BeforeValidator(_text)]
-Name = Annotated[str, BeforeValidator(_name)]
-Electrolyte = Annotated[str, BeforeValidator(_electrolyte)]
-Pressure = Annotated[float, _quantity(Kind.PRESSURE)]
-PressureRate = Annotated[float, _quantity(Kind.PRESSURE_RATE)]
-Duration = Annotated[float, _quantity(Kind.DURATION, upper_si=MAX_DURATION_S)]
-Current = Annotated[float, _quantity(Kind.CURRENT, sign_hint=_CURRENT_HINT)]
-CurrentDensity = Annotated[float, _quantity(Kind.CURRENT_DENSITY, sign_hint=_CURRENT_HINT)]
-Voltage = Annotated[float, _quantity(Kind.VOLTAGE, sign_hint=_VOLTAGE_HINT)]
-Length = Annotated[float, _quantity(Kind.LENGTH)]
-Area = Annotated[float, _quantity(Kind.AREA)]
-CapacityValue = Annotated[Capacity, _quantity(Kind.AREAL_CHARGE, Kind.CHARGE)]
+Text = Annotated[str, BeforeValidator(_text), _Schema.of(maxLength=_MAX_TEXT)]
+Name = Annotated[str, BeforeValidator(_name), _Schema.of(minLength=1, maxLength=_MAX_TEXT)]
+Electrolyte = Annotated[str, BeforeValidator(_electrolyte), _Schema.of(examples=["dme", "ec-dmc"])]
+Pressure = Annotated[float, _Quantity(bounds.PRESSURE)]
+Tolerance = Annotated[float, _Quantity(bounds.TOLERANCE)]
+PressureRate = Annotated[float, _Quantity(bounds.RAMP_RATE)]
+SettleTime = Annotated[float, _Quantity(bounds.SETTLE)]
+Timeout = Annotated[float, _Quantity(bounds.TIMEOUT)]
+Duration = Annotated[float, _Quantity(bounds.DURATION)]
+Current = Annotated[float, _Quantity(bounds.CURRENT, sign_hint=_CURRENT_HINT)]
+CurrentDensity = Annotated[float, _Quantity(bounds.CURRENT_DENSITY, sign_hint=_CURRENT_HINT)]
+Voltage = Annotated[float, _Quantity(bounds.VOLTAGE, sign_hint=_VOLTAGE_HINT)]
+Length = Annotated[float, _Quantity(bounds.DIAMETER)]
+Area = Annotated[float, _Quantity(bounds.AREA)]
+CapacityValue = Annotated[Capacity, _Quantity(bounds.CAPACITY)]
 
 
 def _on_resume(value: object) -> str:
@@ -175,18 +220,44 @@ def _count(value: object) -> int:
     return value
 
 
-Count = Annotated[int, BeforeValidator(_count)]
+Count = Annotated[int, BeforeValidator(_count), _Schema.of(minimum=1, maximum=MAX_REPEAT_COUNT)]
 
 
 # --- models -----------------------------------------------------------------------------------------------------
 
 
+def _json_schema_extra(schema: dict[str, Any], cls: type[Any]) -> None:
+    """A model's JSON Schema as YAML writes it: no `kind` (a step's key names it), the fields given one of a pair."""
+    properties = schema.get("properties", {})
+    properties.pop("kind", None)
+    for prop in properties.values():  # an optional quantity: its description where an editor shows it
+        described = [branch for branch in prop.get("anyOf", ()) if "description" in branch]
+        if described:
+            prop.update({key: described[0][key] for key in ("description", "examples") if key in described[0]})
+    if "on_resume" in properties:
+        properties["on_resume"]["enum"] = list(cls._resume_choices)
+    # exactly one of each pair is given (not null): `area` or `diameter`, `current_density` or `current`, ...
+    pairs = [
+        {"oneOf": [{"required": [name], "properties": {name: {"type": "string"}}} for name in pair]}
+        for pair in cls._exactly_one
+    ]
+    if len(pairs) == 1:
+        schema.update(pairs[0])
+    elif pairs:
+        schema["allOf"] = pairs
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, json_schema_extra=_json_schema_extra)
+    #: pairs of fields of which exactly one is given (for the JSON Schema; the validators say it to the operator)
+    _exactly_one: ClassVar[tuple[tuple[str, str], ...]] = ()
+    _resume_choices: ClassVar[tuple[str, ...]] = ("continue", "restart", "abort")
 
 
 class Cell(_Strict):
     """The cell under test: id, electrolyte, electrodes and the working electrode's size (area OR diameter)."""
+
+    _exactly_one: ClassVar[tuple[tuple[str, str], ...]] = (("area", "diameter"),)
 
     id: Name
     electrolyte: Electrolyte = Field(description="`dme`, `ec-dmc`, or free text")
@@ -227,9 +298,9 @@ class PressureStep(_StepBase):
     kind: Literal["pressure"] = "pressure"
     target_pa: Pressure = Field(alias="target")
     rate_pa_s: PressureRate | None = Field(None, alias="rate")
-    tolerance_pa: Pressure = Field(2000.0, alias="tolerance")
-    settle_s: Duration = Field(60.0, alias="settle")
-    timeout_s: Duration | None = Field(None, alias="timeout")
+    tolerance_pa: Tolerance = Field(DEFAULT_TOLERANCE, alias="tolerance", validate_default=True)
+    settle_s: SettleTime = Field(DEFAULT_SETTLE, alias="settle", validate_default=True)
+    timeout_s: Timeout | None = Field(None, alias="timeout")
     on_resume: OnResumeField = "restart"
 
 
@@ -252,6 +323,7 @@ class HoldStep(_StepBase):
 
 
 class _Galvanostatic(_StepBase):
+    _exactly_one: ClassVar[tuple[tuple[str, str], ...]] = (("current_density", "current"),)
     current_density_a_m2: CurrentDensity | None = Field(None, alias="current_density")
     current_a: Current | None = Field(None, alias="current")
     pressure_pa: Pressure | None = Field(None, alias="pressure")
@@ -271,10 +343,13 @@ class _Galvanostatic(_StepBase):
 class PlateStep(_Galvanostatic):
     """Galvanostatic plating until a capacity (areal or absolute) or for a duration; `voltage_limit` is a safeguard."""
 
+    _exactly_one: ClassVar[tuple[tuple[str, str], ...]] = (("current_density", "current"), ("capacity", "duration"))
+    _resume_choices: ClassVar[tuple[str, ...]] = ("continue", "abort")
+
     kind: Literal["plate"] = "plate"
     capacity: CapacityValue | None = None
     duration_s: Duration | None = Field(None, alias="duration")
-    voltage_limit_v: Voltage = Field(1.0, alias="voltage_limit")
+    voltage_limit_v: Voltage = Field(DEFAULT_VOLTAGE_LIMIT, alias="voltage_limit", validate_default=True)
     on_resume: OnResumeField = "continue"
 
     @model_validator(mode="after")
@@ -346,7 +421,7 @@ def _step_list(value: object) -> object:
     return value
 
 
-Steps = Annotated[tuple["Step", ...], BeforeValidator(_step_list)]
+Steps = Annotated[tuple["Step", ...], BeforeValidator(_step_list), _Schema.of(minItems=1)]
 
 
 class RepeatStep(_StepBase):
@@ -357,12 +432,34 @@ class RepeatStep(_StepBase):
     steps: Steps
 
 
+class _OneKeyStep:
+    """The JSON Schema of a step as written: a one-key mapping naming its kind, e.g. `- rest: {duration: 10 min}`."""
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """One branch per kind, from the discriminated union's mapping of kinds to models."""
+        union = handler(schema)
+        mapping: dict[str, str] = union["discriminator"]["mapping"]
+        return {
+            "description": f"a step: a mapping with one key naming its kind ({', '.join(STEP_KINDS)})",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {kind: {"$ref": ref}},
+                    "required": [kind],
+                    "additionalProperties": False,
+                }
+                for kind, ref in mapping.items()
+            ],
+        }
+
+
 Step = Annotated[
     Annotated[
         PressureStep | RestStep | PlateStep | StripStep | HoldStep | RepeatStep,
         Field(discriminator="kind"),
     ],
     BeforeValidator(_unwrap_step),
+    _OneKeyStep(),
 ]
 
 
@@ -414,7 +511,8 @@ def _fields(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if name != "kind"]
 
 
-def _value_at(data: Any, loc: Path) -> Any:
+def value_at(data: Any, loc: Path) -> Any:
+    """The loaded value at `loc`, or None where the path leads nowhere."""
     for part in loc:
         if isinstance(part, int) and isinstance(data, list) and 0 <= part < len(data):
             data = data[part]
@@ -460,7 +558,7 @@ def model_issues(exc: ValidationError, doc: YamlDocument) -> list[ProtocolIssue]
     for err in exc.errors(include_url=False):
         loc: Path = tuple(err["loc"])  # the YAML path: a step's kind is the discriminator's part of it
         message, at_key = _message(err, loc)
-        value = _value_at(doc.data, loc)
+        value = value_at(doc.data, loc)
         mark = doc.mark(loc, prefer_key=at_key or isinstance(value, (dict, list)))
         if mark not in loader_marks:
             issues.append(ProtocolIssue(mark, message))

@@ -64,12 +64,19 @@ class Quantity:
     text: str
 
 
-_NUMBER = r"[+\-\u2212]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+\-]?\d+)?"
+# The grammar is written in the part of regular-expression syntax that Python and ECMA-262 (JSON Schema, editors)
+# read alike: ASCII digits and explicit spaces rather than `\d` and `\s`, which differ between the two. The JSON
+# Schema's pattern is this grammar (`protocols.bounds.positive_pattern`), so an editor and the rig agree on it.
+_SPACE = r"[ \t\u00a0\u2009\u202f]"  # space, tab, no-break, thin and narrow no-break space
+_EDGE = r"[ \t\r\n\u00a0\u2009\u202f]"  # also the line break a YAML block scalar ends with
+_NUMBER = r"[+\-\u2212]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+\-]?[0-9]+)?"
 _NAME = r"[A-Za-z_\u00b5\u03bc\u00b0\u2126][A-Za-z0-9_\u00b5\u03bc\u00b0\u2126]*"
-_POWER = r"(?:(?:\^|\*\*)[+\-]?\d{1,2}|[\u00b2\u00b3])"
+_POWER = r"(?:(?:\^|\*\*)[+\-]?[0-9]{1,2}|[\u00b2\u00b3])"
 _FACTOR = rf"{_NAME}{_POWER}?"
-_QUANTITY_RE = re.compile(rf"^\s*({_NUMBER})\s*({_FACTOR}(?:\s*[/*\u00b7]\s*{_FACTOR})*)\s*$")
-_FACTOR_RE = re.compile(rf"([/*\u00b7]?)\s*({_NAME})({_POWER}?)")
+#: A quantity as text: a number, then unit names joined by `/`, `*` or `·`, each with an optional power.
+QUANTITY_PATTERN = rf"^{_EDGE}*({_NUMBER}){_SPACE}*({_FACTOR}(?:{_SPACE}*[/*\u00b7]{_SPACE}*{_FACTOR})*){_EDGE}*$"
+_QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+_FACTOR_RE = re.compile(rf"([/*\u00b7]?){_SPACE}*({_NAME})({_POWER}?)")
 _MAX_TEXT = 200
 
 
@@ -163,11 +170,11 @@ def parse_quantity(value: object, *kinds: Kind) -> Quantity:
     if len(text) > _MAX_TEXT:
         raise UnitError(f"quantity text is too long ({len(text)} characters); expected {expected}")
     shown = text.strip()
-    match = _QUANTITY_RE.match(text)
+    match = _QUANTITY_RE.fullmatch(text)
     if match is None:
-        if re.fullmatch(rf"\s*{_NUMBER}\s*", text):
+        if re.fullmatch(rf"{_EDGE}*{_NUMBER}{_EDGE}*", text):
             raise UnitError(f"`{shown}` has no unit; expected {expected}")
-        if re.match(r"\s*[+\-\u2212]?(?:nan|inf)", text, re.IGNORECASE):
+        if re.match(rf"{_EDGE}*[+\-\u2212]?(?:nan|inf)", text, re.IGNORECASE):
             raise UnitError(f"`{shown}`: the value must be a finite number; expected {expected}")
         raise UnitError(f"`{shown}` is not a quantity: write a number and a unit, e.g. `{kinds[0].example}`")
     number_text, unit_text = match.groups()

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
 
+from protocols import bounds
 from protocols.errors import ProtocolError, ProtocolIssue
 from protocols.model import (
+    DEFAULT_SETTLE,
+    DEFAULT_TOLERANCE,
     MAX_DURATION_S,
     Capacity,
     Cell,
@@ -25,16 +28,33 @@ from protocols.model import (
     Step,
     StripStep,
     parse_protocol,
+    value_at,
 )
-from protocols.plan import Plan, build_plan
+from protocols.plan import NA_DENSE_M_PER_C_M2, Plan, build_plan
+from protocols.units import Kind
 from protocols.yaml_loader import Path, YamlDocument, load_yaml
 
-__all__ = ["KEITHLEY_2450_MAX_CURRENT_A", "RigLimits", "check_limits", "load_protocol", "validate_protocol"]
+__all__ = [
+    "DEFAULT_MAX_CURRENT_DENSITY_A_M2",
+    "KEITHLEY_2450_MAX_CURRENT_A",
+    "RAISE_CURRENT_DENSITY",
+    "RigLimits",
+    "check_limits",
+    "load_protocol",
+    "validate_protocol",
+]
 
 _STEP: TypeAdapter[Step] = TypeAdapter(Step)
 
 #: The Keithley 2450 sources at most ±1.05 A (its 1 A range).
 KEITHLEY_2450_MAX_CURRENT_A = 1.05
+#: The current-density plausibility limit of a rig configuration that says nothing: 10 mA/cm² (in A/m²).
+DEFAULT_MAX_CURRENT_DENSITY_A_M2 = 100.0
+#: How an operator raises it (the message of a refused current says so).
+RAISE_CURRENT_DENSITY = (
+    "If it is meant, raise `max_current_density_ma_cm2` in the [rig] section of the rig configuration "
+    "(or set RIG_RIG__MAX_CURRENT_DENSITY_MA_CM2)"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +63,8 @@ class RigLimits:
 
     - pressure: `rig.min_pressure_kpa` / `rig.max_pressure_kpa` (10–250 kPa);
     - current magnitude: up to what the potentiostat sources (1.05 A for the 2450), down to 1 nA;
+    - current density: at most `rig.max_current_density_ma_cm2` (10 mA/cm², twenty times the paper's 0.5), a
+      plausibility limit against unit slips (`A` for `mA`); an absolute current is divided by the cell's area;
     - voltage: a strip cut-off or a plate limit must lie inside the potentiostat's compliance
       (`potentiostat.voltage_limit_v`, 3 V), which is only the hardware backstop;
     - electrode area: when the rig names one, the protocol's cell must match it within 2 % (pressure is force / area).
@@ -52,6 +74,7 @@ class RigLimits:
     max_pressure_pa: float = 250e3
     max_current_a: float = KEITHLEY_2450_MAX_CURRENT_A
     min_current_a: float = 1e-9
+    max_current_density_a_m2: float = DEFAULT_MAX_CURRENT_DENSITY_A_M2
     voltage_compliance_v: float = 3.0
     electrode_area_m2: float | None = None
     area_tolerance: float = 0.02
@@ -64,6 +87,11 @@ def _si(value: float, unit: str) -> str:
         if magnitude >= factor or factor == 1e-15:
             return f"{value / factor:.4g} {prefix}{unit}"
     return f"{value:.4g} {unit}"  # pragma: no cover
+
+
+def _ma_cm2(a_m2: float) -> str:
+    """A current density in mA/cm², e.g. `499.6`."""
+    return f"{a_m2 / 10:.4g}"
 
 
 class _Checker:
@@ -110,7 +138,69 @@ class _Checker:
                 f"({_si(self.limits.min_current_a, 'A')})",
             )
             return 0.0
+        if self.area_m2 is not None and not self.plausible_density(path, field, amps, self.area_m2):
+            return 0.0
         return amps
+
+    def plausible_density(self, path: Path, field: str, amps: float, area_m2: float) -> bool:
+        """Whether `amps` on `area_m2` is within the rig's current-density limit (reported if not)."""
+        density = amps / area_m2
+        limit = self.limits.max_current_density_a_m2
+        if density <= limit * (1 + 1e-9):
+            return True
+        shown = f"{_ma_cm2(density)} mA/cm²"
+        if field == "current":
+            shown = f"{_si(amps, 'A')} on {area_m2 * 1e4:.4g} cm² is {shown},"
+        else:
+            shown = f"{shown} is"
+        self.issue(
+            path,
+            field,
+            f"`{field}`: {shown} more than the plausibility limit of {_ma_cm2(limit)} mA/cm² (the paper plates at "
+            f"0.5 mA/cm²); is the unit right? {RAISE_CURRENT_DENSITY}",
+        )
+        return False
+
+    def capacity(self, path: Path, field: str, charge: Capacity) -> None:
+        """An absolute capacity, per area of the cell's electrode, within the areal capacity's bound."""
+        if charge.areal or self.area_m2 is None:
+            return  # an areal one is bounded by the model
+        per_area = charge.si / self.area_m2
+        upper = bounds.CAPACITY.limits[Kind.AREAL_CHARGE][1]
+        assert upper is not None
+        if per_area > upper.si * (1 + 1e-9):
+            self.issue(
+                path,
+                field,
+                f"`{field}`: {charge.text} on {self.area_m2 * 1e4:.4g} cm² is {per_area / 36000:.4g} mAh/cm², "
+                f"more than {upper.text} ({upper.si * NA_DENSE_M_PER_C_M2 * 1e6:.0f} µm of dense Na); "
+                "is the unit right?",
+            )
+
+    def pressure_step(self, path: Path, step: PressureStep) -> None:
+        """The pressure step's fields against each other: the band inside the target, the timeout past the settle."""
+        self.pressure(path, "target", step.target_pa)
+        if step.tolerance_pa >= step.target_pa:
+            tolerance = self.written(path, "tolerance", f"{DEFAULT_TOLERANCE} (the default)")
+            self.issue(
+                path,
+                "tolerance",
+                f"`tolerance`: {tolerance} is not smaller than the target ({self.written(path, 'target', '')}): "
+                "the band would reach zero force",
+            )
+        if step.timeout_s is not None and step.timeout_s <= step.settle_s:
+            settle = self.written(path, "settle", f"{DEFAULT_SETTLE}, the default")
+            self.issue(
+                path,
+                "timeout",
+                f"`timeout`: {self.written(path, 'timeout', '')} is not longer than `settle` ({settle}): the step "
+                "could never finish",
+            )
+
+    def written(self, path: Path, field: str, default: str) -> str:
+        """A field's value as the operator wrote it, or `default` if it was not written."""
+        value = value_at(self.doc.data, (*path, field))
+        return str(value).strip() if isinstance(value, str) else default
 
     def voltage(self, path: Path, field: str, value_v: float, what: str) -> None:
         compliance = self.limits.voltage_compliance_v
@@ -156,18 +246,20 @@ class _Checker:
         if isinstance(step, RepeatStep):
             self.steps(step.steps, (*path, "steps"))
         elif isinstance(step, PressureStep):
-            self.pressure(path, "target", step.target_pa)
+            self.pressure_step(path, step)
         else:
             self.pressure(path, "pressure", step.pressure_pa)
             if isinstance(step, PlateStep):
                 amps = self.current(path, step)
                 self.voltage(path, "voltage_limit", step.voltage_limit_v, "the plating voltage limit")
                 if step.capacity is not None:
+                    self.capacity(path, "capacity", step.capacity)
                     self.duration(path, "capacity", step.capacity, amps, "plating")
             elif isinstance(step, StripStep):
                 amps = self.current(path, step)
                 self.voltage(path, "cutoff", step.cutoff_v, "the cut-off")
                 if step.capacity_limit is not None:
+                    self.capacity(path, "capacity_limit", step.capacity_limit)
                     self.duration(path, "capacity_limit", step.capacity_limit, amps, "stripping")
             else:
                 assert isinstance(step, (RestStep, HoldStep))

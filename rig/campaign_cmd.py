@@ -4,11 +4,16 @@ Each protocol runs as its own `rig run` process (with its own simulator process,
 most K at a time. At the end it prints, per electrolyte, the first-cycle efficiency against the pressure the cell
 was plated and stripped at — the analogue of the paper's Fig. 1a/b. Simulated values away from the published
 optima are the simulator's model, not measurements.
+
+The runs go into one folder per campaign: `--runs DIR`, by default `campaign-<UTC time>` in the user's runs folder
+(`rig.paths`), so `rig runs` lists them beside single runs and `rig report --campaign DIR` finds them all; each
+protocol gets `NN-<file name>/` in it, holding its run folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -23,8 +28,9 @@ from rich.table import Table
 from protocols.errors import ProtocolError
 from protocols.plan import Plan, PlannedPlate, PlannedStrip
 from protocols.validate import validate_protocol
+from rig.config import ConfigError
 from rig.run_cmd import RunError, require_sim_electrolyte
-from rig.validate_cmd import default_limits
+from rig.validate_cmd import default_limits, read_protocol_file
 
 PAPER_OPTIMA = {"dme": (180.0, 0.882), "ec-dmc": (250.0, 0.861)}
 
@@ -55,7 +61,8 @@ def _electro_pressure_kpa(plan: Plan) -> float:
 def _run_one(entry: CampaignEntry, *, speed: float, runs_root: Path, index: int) -> CampaignEntry:
     runs = runs_root / f"{index:02d}-{entry.file.stem}"
     runs.mkdir(parents=True, exist_ok=True)
-    sock = Path(tempfile.gettempdir()) / f"rig-campaign-{runs_root.name[:20]}-{index}.sock"
+    # a socket path is limited to ~100 bytes: a short name in the temp dir, unique to this campaign process
+    sock = Path(tempfile.gettempdir()) / f"rig-campaign-{os.getpid()}-{index}.sock"
     cmd = [sys.executable, "-c", "from rig.cli import app; app()", "run", str(entry.file), "--sim"]
     cmd += ["--speed", str(speed), "--runs", str(runs), "--socket", str(sock)]
     t0 = time.monotonic()
@@ -78,16 +85,17 @@ def load_entries(files: list[Path], err: Console) -> list[CampaignEntry] | None:
     """Validate every protocol first; None (errors printed) if any is invalid."""
     entries: list[CampaignEntry] = []
     bad = False
+    try:
+        limits = default_limits()
+    except ConfigError as exc:  # a bad RIG_RIG__* override
+        err.print(str(exc), markup=False, highlight=False)
+        return None
     for f in files:
         try:
-            plan = validate_protocol(f.read_text(encoding="utf-8"), str(f), default_limits())
+            plan = validate_protocol(read_protocol_file(f), str(f), limits)
         except ProtocolError as exc:
             for issue in exc.issues:
                 err.print(str(issue), markup=False, highlight=False)
-            bad = True
-            continue
-        except OSError as exc:
-            err.print(f"{f}:1:1: cannot read the protocol: {exc}", markup=False, highlight=False)
             bad = True
             continue
         try:

@@ -39,14 +39,23 @@ def check(
 ) -> None:
     """Connect every device; print identity, one fresh reading and the safety settings read back."""
     from rig.check import run_check
+    from rig.device_lock import RigLocked, lock_rig
 
-    console = Console()
+    console = Console(soft_wrap=True)  # an error line is never broken inside a word or a path
     try:
         cfg = load_config(config)
     except ConfigError as exc:
         console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from exc
-    reports = asyncio.run(run_check(cfg, clock=ExperimentClock(speed=cfg.clock.speed)))
+    try:  # a running controller owns the devices: checking them now would disturb its run
+        lock = lock_rig(cfg, command=f"rig check --config {config}")
+    except RigLocked as exc:
+        Console(stderr=True).print(f"rig check: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    try:
+        reports = asyncio.run(run_check(cfg, clock=ExperimentClock(speed=cfg.clock.speed)))
+    finally:
+        lock.release()
     console.print(f"[bold]rig check[/bold]: {cfg.rig.name} ({config})")
     for rep in reports:
         result = "[green]OK[/green]" if rep.ok else "[red]FAILED[/red]"
@@ -82,6 +91,15 @@ def validate(
 
 
 @app.command()
+def schema() -> None:
+    """Print the JSON Schema of protocol files (for editors: yaml-language-server, VS Code's YAML extension)."""
+    from protocols.json_schema import schema_text
+
+    sys.stdout.buffer.write(schema_text().encode("utf-8"))  # JSON is UTF-8, whatever the terminal's locale
+    sys.stdout.flush()
+
+
+@app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="protocol (YAML)")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="rig configuration (TOML)")] = None,
@@ -91,7 +109,13 @@ def run(
     speed: Annotated[
         float | None, typer.Option(help="simulator speed, experiment time / wall time (--sim only; default 500)")
     ] = None,
-    runs: Annotated[Path, typer.Option(help="folder that holds one folder per run")] = Path("runs"),
+    runs: Annotated[
+        Path | None,
+        typer.Option(
+            help="folder that holds one folder per run (default: the configuration's runs_dir, else the "
+            "user data folder's rig/runs; see rig runs)"
+        ),
+    ] = None,
     socket: Annotated[Path | None, typer.Option(help="operator socket (default: per rig name)")] = None,
     headless: Annotated[
         bool, typer.Option("--headless", help="no display: JSON-lines log to the run folder and stderr")
@@ -99,6 +123,13 @@ def run(
     resume_unfinished: Annotated[
         bool, typer.Option("--resume-unfinished", help="continue an unfinished run of this protocol if there is one")
     ] = False,
+    sim_grace: Annotated[
+        float,
+        typer.Option(
+            "--sim-grace",
+            help="--sim: wall seconds the simulator waits for `rig resume RUN` if this process dies, then exits",
+        ),
+    ] = 600.0,
 ) -> None:
     """Run a protocol with the pressure held underneath; prints the coulombic efficiency at the end."""
     from rig.run_cmd import run_command
@@ -114,31 +145,91 @@ def run(
         socket_path=socket,
         headless=headless,
         resume_unfinished=resume_unfinished,
+        orphan_grace_s=sim_grace,
     )
     if rc:
         raise typer.Exit(rc)
 
 
-def _operator(cmd: str, rig_name: str, socket_path: Path | None) -> None:
-    from rig.operator_socket import default_socket, send_command
+@app.command()
+def safe(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="a run (folder or name): its rig, and the charge since its last record")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="rig configuration (TOML)")] = None,
+    release: Annotated[
+        bool, typer.Option("--release", help="also release the stack to zero force (default: hold the press)")
+    ] = False,
+) -> None:
+    """Make a rig safe without its controller: output off (HIGH-Z) and read back, press held (or released).
 
-    path = socket_path or default_socket(rig_name)
+    Never starts or resumes a run; refused while a controller owns the rig (use `rig abort` for that)."""
+    from rig.safe_cmd import safe_command
+
+    named = None if run_dir is None else _named_run(run_dir)
+    rc = safe_command(named, config, release=release, console=Console(), err=Console(stderr=True))
+    if rc:
+        raise typer.Exit(rc)
+
+
+_NO_CONTROLLER_ABORT = (
+    "; to make a rig safe without its controller: rig safe --config RIG.toml (or rig safe RUN_FOLDER)"
+)
+
+
+def _operator(cmd: str, rig_name: str | None, socket_path: Path | None) -> None:
+    """Send one command to a running controller: the named rig, or the only one running (several: none)."""
+    from rig.operator_socket import default_socket, running_rigs, runtime_dir, send_command
+
+    err = Console(stderr=True)
+    if socket_path is not None:
+        path = socket_path
+    elif rig_name is not None:
+        path = default_socket(rig_name)
+    else:
+        live = running_rigs()
+        if not live:
+            err.print(
+                f"{cmd}: no rig controller is running (none answers in {runtime_dir()})"
+                + (_NO_CONTROLLER_ABORT if cmd == "abort" else ""),
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1)
+        if len(live) > 1:
+            err.print(
+                f"{cmd}: {len(live)} rigs are running: {', '.join(live)}; name one with --rig NAME (nothing was sent)",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
+        rig_name, path = next(iter(live.items()))
     try:
         reply = send_command(path, cmd)
     except (ConnectionError, OSError) as exc:
-        Console(stderr=True).print(f"{cmd}: {exc}", highlight=False)
+        who = f"rig {rig_name!r}" if rig_name is not None else str(path)
+        err.print(
+            f"{cmd}: no controller of {who} answers ({exc})" + (_NO_CONTROLLER_ABORT if cmd == "abort" else ""),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from exc
-    Console().print_json(data=reply)
+    Console().print_json(data={"rig": rig_name, **reply} if rig_name is not None else reply)
     if not reply.get("ok"):
         raise typer.Exit(1)
 
 
-_RIG_OPT = typer.Option("--rig", help="rig name (its [rig] name; 'sim' for --sim runs)")
+_RIG_OPT = typer.Option("--rig", help="rig name (its [rig] name); default: the one rig running")
 _SOCK_OPT = typer.Option("--socket", help="operator socket of the running rig")
 
 
 @app.command()
-def pause(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | None, _SOCK_OPT] = None) -> None:
+def pause(
+    rig_name: Annotated[str | None, _RIG_OPT] = None, socket: Annotated[Path | None, _SOCK_OPT] = None
+) -> None:
     """Pause the running protocol: current off, pressure held."""
     _operator("pause", rig_name, socket)
 
@@ -146,9 +237,9 @@ def pause(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | N
 @app.command()
 def resume(
     run_dir: Annotated[
-        Path | None, typer.Argument(help="a killed run's folder: continue it (without: resume a paused run)")
+        Path | None, typer.Argument(help="a killed run (folder or name): continue it (without: resume a paused run)")
     ] = None,
-    rig_name: Annotated[str, _RIG_OPT] = "sim",
+    rig_name: Annotated[str | None, _RIG_OPT] = None,
     socket: Annotated[Path | None, _SOCK_OPT] = None,
     headless: Annotated[bool, typer.Option("--headless", help="JSON-lines log instead of the display")] = False,
 ) -> None:
@@ -158,25 +249,33 @@ def resume(
         return
     from rig.run_cmd import resume_command
 
-    rc = resume_command(run_dir, console=Console(), err=Console(stderr=True), socket_path=socket, headless=headless)
+    rc = resume_command(
+        _named_run(run_dir), console=Console(), err=Console(stderr=True), socket_path=socket, headless=headless
+    )
     if rc:
         raise typer.Exit(rc)
 
 
 @app.command()
-def ack(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | None, _SOCK_OPT] = None) -> None:
+def ack(
+    rig_name: Annotated[str | None, _RIG_OPT] = None, socket: Annotated[Path | None, _SOCK_OPT] = None
+) -> None:
     """Acknowledge a latched over-force trip (the run then ends in the safe state)."""
     _operator("ack", rig_name, socket)
 
 
 @app.command()
-def abort(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | None, _SOCK_OPT] = None) -> None:
+def abort(
+    rig_name: Annotated[str | None, _RIG_OPT] = None, socket: Annotated[Path | None, _SOCK_OPT] = None
+) -> None:
     """Abort the running protocol: the rig goes to its safe state."""
     _operator("abort", rig_name, socket)
 
 
 @app.command()
-def status(rig_name: Annotated[str, _RIG_OPT] = "sim", socket: Annotated[Path | None, _SOCK_OPT] = None) -> None:
+def status(
+    rig_name: Annotated[str | None, _RIG_OPT] = None, socket: Annotated[Path | None, _SOCK_OPT] = None
+) -> None:
     """Show the running protocol's state."""
     _operator("status", rig_name, socket)
 
@@ -187,10 +286,14 @@ def campaign(
     sim: Annotated[bool, typer.Option("--sim", help="run on the simulator (required for now)")] = False,
     speed: Annotated[float, typer.Option(help="simulator speed")] = 500.0,
     parallel: Annotated[int, typer.Option(help="runs at once (each has its own simulator process)")] = 1,
-    runs: Annotated[Path, typer.Option(help="folder for the campaign's runs")] = Path("runs/campaign"),
+    runs: Annotated[
+        Path | None,
+        typer.Option(help="folder for the campaign's runs (default: campaign-<UTC time> in the user's runs folder)"),
+    ] = None,
 ) -> None:
     """Run several protocols in turn and print ICE against pressure per electrolyte (the paper's Fig. 1a/b)."""
     from rig.campaign_cmd import ice_table, load_entries, run_campaign
+    from rig.paths import campaign_folder, resolve_runs_root
 
     console, err = Console(), Console(stderr=True)
     if not sim:
@@ -199,11 +302,87 @@ def campaign(
     entries = load_entries(files, err)
     if entries is None:
         raise typer.Exit(2)
-    run_campaign(entries, speed=speed, parallel=parallel, runs_root=runs, console=console)
+    folder = runs.expanduser() if runs is not None else campaign_folder(resolve_runs_root(None, None))
+    console.print(f"campaign folder: {folder}", highlight=False, soft_wrap=True)
+    run_campaign(entries, speed=speed, parallel=parallel, runs_root=folder, console=console)
     for table in ice_table(entries):
         console.print(table)
     if any(e.state != "completed" for e in entries):
         raise typer.Exit(1)
+
+
+_RUNS_OPT = typer.Option(
+    "--runs", help="the runs folder (default: the configuration's runs_dir, else the user data folder's rig/runs)"
+)
+_RUNS_CFG_OPT = typer.Option("--config", "-c", help="rig configuration: its [rig] runs_dir is the runs folder")
+
+
+def _runs_root(runs: Path | None, config: Path | None) -> Path:
+    from rig.paths import resolve_runs_root
+
+    cfg = None
+    if config is not None:
+        try:
+            cfg = load_config(config)
+        except ConfigError as exc:
+            Console(stderr=True).print(str(exc), markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from exc
+    return resolve_runs_root(runs, cfg)
+
+
+@app.command("runs")
+def runs_cmd(
+    runs: Annotated[Path | None, _RUNS_OPT] = None,
+    config: Annotated[Path | None, _RUNS_CFG_OPT] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="a JSON list (with the unix start time) instead")] = False,
+) -> None:
+    """List the runs, newest first: started, rig, protocol, state, ICE, folder (and any problem)."""
+    import json
+
+    from rich.table import Table
+
+    from rig.run_index import list_runs
+
+    root = _runs_root(runs, config)
+    entries = list_runs(root)
+    if as_json:
+        typer.echo(json.dumps([e.as_json() for e in entries], indent=2))
+        return
+    console = Console()
+    if not entries:
+        console.print(f"no runs in {root}", highlight=False, soft_wrap=True)
+        return
+    table = Table(title=f"runs in {root}", title_justify="left")
+    for col in ("started (UTC)", "rig", "protocol", "state", "ICE", "folder", "note"):
+        table.add_column(col, justify="right" if col == "ICE" else "left")
+    colours = {"completed": "green", "aborted": "yellow", "failed": "red", "killed": "red", "unreadable": "red"}
+    for e in entries:
+        ice = "—" if e.ice is None else f"{100 * e.ice:.2f} %"
+        note = e.problem or e.reason
+        state = f"[{colours[e.state]}]{e.state}[/]" if e.state in colours else e.state
+        table.add_row(e.started, e.rig, e.protocol, state, ice, e.name, note)
+    console.print(table, highlight=False)
+
+
+@app.command()
+def show(
+    run: Annotated[str, typer.Argument(help="a run folder, or its name (or a unique beginning) in the runs folder")],
+    samples: Annotated[int, typer.Option("--samples", "-n", help="how many of the last samples to print")] = 10,
+    runs: Annotated[Path | None, _RUNS_OPT] = None,
+    config: Annotated[Path | None, _RUNS_CFG_OPT] = None,
+) -> None:
+    """One run without exporting it: summary, steps, events and alarms, the last samples (test time throughout)."""
+    from rig.show_cmd import RunNotFound, find_run, show_run
+
+    root = _runs_root(runs, config)
+    try:
+        run_dir = find_run(run, root)
+    except RunNotFound as exc:
+        Console(stderr=True).print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    rc = show_run(run_dir, root=root, console=Console(), samples=max(0, samples))
+    if rc:
+        raise typer.Exit(rc)
 
 
 def _mqtt_settings(broker: str, username: str | None, password: str | None, prefix: str, rig_id: str) -> Any:
@@ -212,6 +391,8 @@ def _mqtt_settings(broker: str, username: str | None, password: str | None, pref
     host, _, port = broker.rpartition(":")
     if not host:
         host, port = broker, "1883"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(f"{broker!r}: expected HOST or HOST:PORT", param_hint="--broker")
     return MqttSettings(
         host=host,
         port=int(port),
@@ -237,6 +418,7 @@ def watch(
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
 ) -> None:
     """The fleet view: every rig on the broker with its state, pressure and step."""
+    from rig.watch_cmd import BrokerError
     from rig.watch_cmd import watch as do_watch
 
     settings = _mqtt_settings(broker, username, password, prefix, "watch")
@@ -244,6 +426,9 @@ def watch(
         asyncio.run(do_watch(settings, Console(), duration_s=duration))
     except KeyboardInterrupt:
         pass
+    except BrokerError as exc:
+        Console(stderr=True).print(f"rig watch: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -259,6 +444,7 @@ def send(
 ) -> None:
     """Send one command to one rig over the broker and print its reply."""
     from rig.remote_commands import ALLOWED
+    from rig.watch_cmd import BrokerError
     from rig.watch_cmd import send as do_send
 
     if command not in ALLOWED:
@@ -266,15 +452,35 @@ def send(
         raise typer.Exit(2)
     settings = _mqtt_settings(broker, username, password, prefix, rig_id)
     key = secret or os.environ.get("RIG_COMMAND_SECRET")
-    reply = asyncio.run(do_send(settings, command, rig_id, secret=key, timeout_s=timeout))
+    try:
+        reply = asyncio.run(do_send(settings, command, rig_id, secret=key, timeout_s=timeout))
+    except BrokerError as exc:
+        Console(stderr=True).print(f"rig send: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     Console().print_json(data=reply)
     if not reply.get("ok"):
         raise typer.Exit(1)
 
 
+def _named_run(path: Path) -> Path:
+    """A run folder as given, else the run of that name (or unique beginning) in the runs folder (`rig runs`)."""
+    if path.exists():
+        return path
+    from rig.paths import resolve_runs_root
+    from rig.show_cmd import RunNotFound, find_run
+
+    root = resolve_runs_root(None, None)
+    if (root / path).is_dir():
+        return root / path
+    try:
+        return find_run(str(path), root)
+    except RunNotFound:
+        return path  # the command then says what is missing there
+
+
 @app.command("export")
 def export_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="the run's folder (holds run.sqlite)")],
+    run_dir: Annotated[Path, typer.Argument(help="the run's folder, or its name in the runs folder (rig runs)")],
     fmt: Annotated[str, typer.Option("--format", help="bdf-csv or bdf-parquet")] = "bdf-csv",
     out: Annotated[Path | None, typer.Option("--out", help="output file (default: RUN_DIR/export/...)")] = None,
 ) -> None:
@@ -283,9 +489,9 @@ def export_cmd(
     from rig.store import StoreError
 
     try:
-        res = export_run(run_dir, fmt=fmt, out=out)
+        res = export_run(_named_run(run_dir), fmt=fmt, out=out)
     except (ExportError, StoreError) as exc:
-        Console(stderr=True).print(str(exc), markup=False, highlight=False)
+        Console(stderr=True).print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
     Console().print(
         f"{res.rows} rows -> {res.data_path}\nmetadata -> {res.metadata_path}\n"
@@ -297,7 +503,10 @@ def export_cmd(
 
 @app.command("report")
 def report_cmd(
-    run_dirs: Annotated[list[Path], typer.Argument(help="a run's folder; with --campaign, folders holding runs")],
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="a run's folder (or its name in the runs folder); with --campaign, folders holding runs"),
+    ],
     campaign: Annotated[
         bool, typer.Option("--campaign", help="ICE against pressure per electrolyte over every run found")
     ] = False,
@@ -309,14 +518,14 @@ def report_cmd(
 
     try:
         if campaign:
-            res = report_campaign(run_dirs, out=out)
+            res = report_campaign([_named_run(d) for d in run_dirs], out=out)
         else:
             if len(run_dirs) != 1:
                 Console(stderr=True).print("give one run folder (or --campaign for several)", highlight=False)
                 raise typer.Exit(2)
-            res = report_run(run_dirs[0], out=out)
+            res = report_run(_named_run(run_dirs[0]), out=out)
     except (ReportError, StoreError) as exc:
-        Console(stderr=True).print(str(exc), markup=False, highlight=False)
+        Console(stderr=True).print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
     Console().print(f"summary -> {res.markdown}", highlight=False, soft_wrap=True)
     for fig in res.figures:

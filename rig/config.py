@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 
@@ -31,7 +31,21 @@ class RigSection(_Section):
     electrode_area_cm2: float | None = Field(None, gt=0)
     min_pressure_kpa: float = Field(10.0, gt=0)
     max_pressure_kpa: float = Field(250.0, gt=0)
+    #: plausibility limit of a protocol's current density (against unit slips; the paper plates at 0.5 mA/cm²)
+    max_current_density_ma_cm2: float = Field(10.0, gt=0)
     hard_force_limit_n: float = Field(gt=0, description="absolute over-force trip, from the calibration reference")
+    #: where this rig's runs are kept (absolute, ~ allowed); default: the user data folder (rig.paths)
+    runs_dir: Path | None = None
+
+    @field_validator("runs_dir")
+    @classmethod
+    def _absolute_runs_dir(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        value = value.expanduser()
+        if not value.is_absolute():
+            raise ValueError(f"give an absolute folder (or one under ~), not {str(value)!r}")
+        return value
 
     @model_validator(mode="after")
     def _one_electrode_size(self) -> RigSection:

@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import enum
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,11 +31,10 @@ from rig.clock import unix_now
 from rig.coulombic import CoulombicLedger
 from rig.porosity import LiveDepositEstimator
 from rig.pressure_controller import ControllerMode, OverForceTripped, PressureController
+from rig.release import ReleaseAbandoned, release_bounded
 from rig.safe_state import SafeState
-from rig.store import FLAG_PAUSED, FLAG_RESUMED, FLAG_STALE, FLAG_SUSPENDED, RunStore, Sample
+from rig.store import FLAG_ENDED, FLAG_PAUSED, FLAG_RESUMED, FLAG_STALE, FLAG_SUSPENDED, RunStore, Sample
 from rig.supervisor import Supervisor, SupervisorSettings
-
-_RELEASE_TIMEOUT_WALL_S = 600.0  # the end-of-run release gives up (and keeps holding) after this
 
 
 class RunState(enum.Enum):
@@ -109,6 +108,9 @@ class Progress:
     voltage_v: float | None
     current_a: float | None
     step_charge_c: float
+    output_on: bool = False
+    reason: str = ""  # why the run is paused, suspended, or ended (the holds' messages, the abort's reason)
+    phase: str = ""  # what happens outside the steps: "releasing pressure" after the protocol
 
 
 @dataclass
@@ -120,6 +122,7 @@ class RunResult:
     steps_done: int
     reason: str = ""
     ocv_v: dict[int, float] = field(default_factory=dict)
+    left_undone: list[str] = field(default_factory=list)  # e.g. "pressure not released: press not answering"
 
     @property
     def ice(self) -> float | None:
@@ -172,7 +175,7 @@ class RunEngine:
         self._resume = asyncio.Event()
         self._resume.set()
         self._abort_reason: str | None = None
-        self._step_i = 0
+        self._step_i = 0 if resume_from is None else resume_from.step_i  # shown as it is from the start
         self._step_charge_c = 0.0
         self._time_in_step_s = 0.0
         self._acc_t: float | None = None
@@ -180,8 +183,10 @@ class RunEngine:
         self._last_v: float | None = None
         self._last_i: float | None = None
         self._output_on = False
-        self._t_start = 0.0
-        self._remaining_est_s = plan.estimated_duration_s
+        self._step_started_t = 0.0
+        self._phase = ""
+        self._end_reason = ""
+        self._left_undone: list[str] = []
         self.ocv_v: dict[int, float] = {}
         # operando deposit thickness (issue 7): net deposited charge = ledger + the running step's, signed
         self._deposit = LiveDepositEstimator(area_cm2=plan.electrode_area_m2 * 1e4)
@@ -224,7 +229,11 @@ class RunEngine:
                 self._abort_reason = reason
             self._resume.set()
             await self._safe.enter("abort", reason)
-        return {"state": self.state.value}
+            self._ack.set()  # a latched over-force trip waits for `ack` or an abort
+            # the run is over from here (the step loop stops at its next look): say so at once, everywhere
+            self._set_state(RunState.ABORTED, self._abort_reason)
+            self._show()
+        return {"state": self.state.value, "output_on": self._output_on, "reason": self._abort_reason or ""}
 
     async def ack(self) -> dict[str, Any]:
         """Acknowledge a latched over-force trip: the controller unlatches and the run ends (aborted)."""
@@ -326,26 +335,37 @@ class RunEngine:
         p = self.progress()
         return {
             "state": p.state.value,
+            "reason": p.reason,
+            "phase": p.phase,
             "holds": {k: m for k, (m, _) in self._holds.items()},
             "step": f"{p.step_number}/{p.step_total} {p.step_kind} {p.step_label}".strip(),
             "pressure_kpa": p.pressure_kpa,
-            "voltage_v": p.voltage_v,
+            "setpoint_kpa": p.setpoint_kpa,
+            "output_on": p.output_on,
+            "current_a": p.current_a,
+            "voltage_v": p.voltage_v,  # measured with the output on; None while it is off (paused, suspended)
+            "step_charge_mah": p.step_charge_c / 3.6,
+            "elapsed_s": p.elapsed_s,
+            "remaining_s": p.remaining_s,
             "ice": self.ledger.ice,
         }
 
     # ------------------------------------------------------------------ the run
     async def run(self) -> RunResult:
         """Execute every step; always ends with the current off and the pressure held or released."""
-        self._t_start = self._clock.now()
         steps_done = 0
         reason = ""
         rp = self._resume_from
         first = rp.step_i if rp is not None else 0
+        self._step_i = min(first, max(0, len(self.plan.steps) - 1))
+        self._step_started_t = self._clock.now()
         self.supervisor = Supervisor(engine=self, controller=self._ctl, clock=self._clock, settings=self._sup_settings)
         try:
             await self._pot.connect()
             await self._pot.verify_safe(self._vlim)
             await self.supervisor.start()
+            if self._abort_reason is not None:  # aborted (a signal) while the rig was being set up
+                raise RunAborted(self._abort_reason)
             self._set_state(RunState.RUNNING, "run resumed" if rp is not None else "run started")
             if rp is not None:
                 for cycle, kind, charge in rp.ledger:
@@ -354,12 +374,19 @@ class RunEngine:
             if first < len(self.plan.steps):
                 first_kpa = self.plan.steps[first].pressure_pa / 1e3
                 self._event("pressure", f"engaging at {first_kpa:g} kPa")
-                await self._ctl.engage(first_kpa)
+                self._phase = "approaching the stack"
+                try:  # recorded and shown as it goes: the approach can take many minutes
+                    await self._recording(self._ctl.engage(first_kpa))
+                finally:
+                    self._phase = ""
+                self._step_started_t = self._clock.now()
             if rp is not None and first < len(self.plan.steps):
                 await self._prepare_resume(self.plan.steps[first], rp)
             for i in range(first, len(self.plan.steps)):
                 step = self.plan.steps[i]
                 self._step_i = i
+                if i != first or rp is None:
+                    self._step_started_t = self._clock.now()
                 self._event("step", f"step {step.number} {step.kind} {step.label}".strip(), step=i)
                 while True:
                     self._suspended_in_step = False
@@ -371,22 +398,22 @@ class RunEngine:
                     except _RestartStep:
                         self._event("resume", f"step {step.number} restarts (on_resume: restart)", step=i)
                 steps_done += 1
-                self._remaining_est_s = math.fsum(s.estimated_duration_s for s in self.plan.steps[i + 1 :])
             self._set_state(RunState.COMPLETED, "all steps done")
         except OverForceTripped as exc:
             await self._safe.enter("overforce", f"over-force trip, latched until acknowledged: {exc}")
             self._add_hold("overforce", "over-force trip, latched until acknowledged")
-            await self._ack.wait()
+            await self._ack.wait()  # `rig ack`, or an abort
             reason = self._abort_reason or "over-force trip"
-            self._set_state(RunState.ABORTED, reason)
+            self._end(RunState.ABORTED, reason)
         except RunAborted as exc:
-            reason = str(exc)
-            self._set_state(RunState.ABORTED, reason)
+            reason = self._abort_reason or str(exc)
+            self._end(RunState.ABORTED, reason)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            self._set_state(RunState.FAILED, reason)
+            self._end(RunState.FAILED, reason)
         finally:
             await self._current_off()
+            self._show()
             if self.supervisor is not None:
                 await self.supervisor.stop()
             for t in list(self._bg):
@@ -399,17 +426,42 @@ class RunEngine:
                 "cycles": self.ledger.efficiencies(),
             }
             self._event("summary", "coulombic efficiency", **summary)
-        return RunResult(self.state, self.ledger, steps_done, reason, self.ocv_v)
+        return RunResult(self.state, self.ledger, steps_done, reason, self.ocv_v, list(self._left_undone))
+
+    def _end(self, state: RunState, reason: str) -> None:
+        """The run's final state (an abort may have set it already, at the moment it arrived)."""
+        self._end_reason = reason
+        if self.state is not state:
+            self._set_state(state, reason)
+
+    def _show(self) -> None:
+        """Refresh the display now (a state change outside the sampling, e.g. an abort)."""
+        if self._on_progress is not None:
+            self._on_progress(self.progress())
 
     async def _end_pressure(self) -> None:
-        if self._ctl.mode in (ControllerMode.HOLD, ControllerMode.RELEASE):
-            try:
-                await asyncio.wait_for(
-                    self._ctl.release(preload_kpa=self._release_preload_kpa), _RELEASE_TIMEOUT_WALL_S
-                )
-                self._event("pressure", f"released to {self._release_preload_kpa:g} kPa")
-            except Exception as exc:  # the controller keeps holding where it is
-                self._event("alarm", f"release failed, pressure held: {type(exc).__name__}: {exc}")
+        """Release the pressure, recording as it goes (rig.release: bounded; a press or load cell that stops
+        answering ends it with the pressure held where it is, said once, recorded, and reported in the result)."""
+        if self._ctl.mode not in (ControllerMode.HOLD, ControllerMode.RELEASE):
+            return
+        self._phase = "releasing pressure"
+        self._show()
+        try:
+            await release_bounded(
+                self._ctl,
+                clock=self._clock,
+                preload_kpa=self._release_preload_kpa,
+                tick=lambda: self._record(ended=True),
+                tick_s=self._sample_period_s,
+            )
+            self._event("pressure", f"released to {self._release_preload_kpa:g} kPa")
+        except Exception as exc:  # the controller keeps holding where it is, if it can
+            why = str(exc) if isinstance(exc, ReleaseAbandoned) else f"{type(exc).__name__}: {exc}"
+            self._left_undone.append(f"pressure not released: {why}")
+            self._event("alarm", f"pressure not released, held where it is: {why}")
+        finally:
+            self._phase = ""
+            self._show()
 
     async def _prepare_resume(self, step: PlannedStep, rp: ResumePoint) -> None:
         """Continue a killed run: pressure re-established first, then the step by its on_resume policy."""
@@ -467,9 +519,11 @@ class RunEngine:
     async def _wait_in_band(
         self, kpa: float, *, tolerance_kpa: float | None, hold_s: float, timeout_s: float | None = None
     ) -> None:
-        waiter = asyncio.ensure_future(
-            self._ctl.wait_settled(tolerance_kpa=tolerance_kpa, hold_s=hold_s, timeout_s=timeout_s)
-        )
+        await self._recording(self._ctl.wait_settled(tolerance_kpa=tolerance_kpa, hold_s=hold_s, timeout_s=timeout_s))
+
+    async def _recording(self, work: Coroutine[Any, Any, None]) -> None:
+        """Await `work` while recording a sample every sample period; an abort ends it."""
+        waiter = asyncio.ensure_future(work)
         try:
             while not waiter.done():
                 await asyncio.wait({waiter}, timeout=self._clock_wall(self._sample_period_s))
@@ -526,6 +580,9 @@ class RunEngine:
         self._electro_sign = 1 if plate else -1
         self._step_charge_c, self._time_in_step_s = self._preload or (0.0, 0.0)
         self._preload = None
+        if self._store is not None:  # durable before current flows: a crash from here on resumes in this step
+            self._record()
+            await self._store.flush()
         await self._source(current, integrate=True)
         reason = ""
         try:
@@ -753,7 +810,7 @@ class RunEngine:
         assert last is not None
         raise last
 
-    def _record(self) -> None:
+    def _record(self, *, ended: bool = False) -> None:
         st = self._ctl.status()
         step = self.plan.steps[self._step_i] if self.plan.steps else None
         t = self._clock.now()
@@ -767,6 +824,8 @@ class RunEngine:
         if self._flag_resumed and self.state is RunState.RUNNING:
             flags |= FLAG_RESUMED
             self._flag_resumed = False
+        if ended:
+            flags |= FLAG_ENDED
         if self._store is not None:
             self._store.progress(
                 step_index=self._step_i,
@@ -815,9 +874,10 @@ class RunEngine:
         )
 
     def progress(self) -> Progress:
-        """A snapshot for the display."""
+        """A snapshot for the display, `rig status` and telemetry."""
         st = self._ctl.status()
         step = self.plan.steps[self._step_i] if self.plan.steps else None
+        on = self._output_on
         return Progress(
             state=self.state,
             step_number=self._step_i + 1,
@@ -825,14 +885,37 @@ class RunEngine:
             step_kind=step.kind if step else "",
             step_label=step.label if step else "",
             cycle=step.cycle if step else 0,
-            elapsed_s=self._clock.now() - self._t_start,
-            remaining_s=self._remaining_est_s,
+            elapsed_s=self._clock.now(),  # test time: from the start of the run, as stored
+            remaining_s=self._remaining_s(),
             pressure_kpa=st.pressure_kpa,
             setpoint_kpa=st.setpoint_kpa,
-            voltage_v=self._last_v,
-            current_a=self._last_i,
+            voltage_v=self._last_v if on else None,
+            current_a=self._last_i if on else 0.0,
             step_charge_c=self._step_charge_c,
+            output_on=on,
+            reason=self._reason(),
+            phase=self._phase,
         )
+
+    def _remaining_s(self) -> float:
+        """The plan's estimate for the steps still to come, less the time the present step has already run."""
+        if self.state in (RunState.COMPLETED, RunState.ABORTED, RunState.FAILED) or not self.plan.steps:
+            return 0.0
+        step = self.plan.steps[self._step_i]
+        if isinstance(step, PlannedPlate | PlannedStrip):
+            in_step = self._time_in_step_s
+        else:
+            in_step = self._clock.now() - self._step_started_t
+        later = math.fsum(s.estimated_duration_s for s in self.plan.steps[self._step_i + 1 :])
+        return later + max(0.0, step.estimated_duration_s - in_step)
+
+    def _reason(self) -> str:
+        """Why the run is not simply running: its holds (paused, suspended) or how it ended."""
+        if self.state in (RunState.PAUSED, RunState.SUSPENDED):
+            return "; ".join(m for m, _ in self._holds.values())
+        if self.state is RunState.ABORTED:
+            return self._abort_reason or self._end_reason
+        return self._end_reason
 
     def _set_state(self, state: RunState, why: str) -> None:
         old, self.state = self.state, state

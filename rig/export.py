@@ -6,9 +6,13 @@ position, stiffness, deposit thickness, step charge, flags). The sidecar `<file>
 `batterydf` looks for) holds the protocol, the cell, the rig, the software, the run's outcome and what each
 project column means.
 
-Test time is the experiment clock, monotonic across pauses and resumes. Should a stored run still hold a drop
-(an older run resumed before that was guaranteed), each later segment is shifted to continue where the previous
-one ended, and the shift is recorded in the sidecar; the stored data are never changed.
+`Test Time / s` is test time from the start of the run: the experiment clock, which starts at 0 when `rig run`
+starts the run (before the devices are connected and the press engaged, so the first sample comes some time
+after 0) and runs monotonically through pauses; a resumed run continues it. The BDF's own term is "test time",
+the time since the test began, which is this; the figures, `report.md` and `rig show` use the same numbers
+(docs/decisions/0024). Should a stored run still hold a drop (an older run resumed before that was guaranteed),
+each later segment is shifted to continue where the previous one ended, and the shift is recorded in the
+sidecar; the stored data are never changed.
 """
 
 from __future__ import annotations
@@ -165,6 +169,7 @@ def run_metadata(run_dir: Path, *, rows: int, repairs: list[dict[str, float]], f
         },
         "test_time": {
             "clock": "experiment clock (monotonic; runs through pauses, scaled by the simulator speed)",
+            "origin": "the start of the run (0 when rig run started it; a resumed run continues the clock)",
             "repairs": repairs,
         },
         "run": {

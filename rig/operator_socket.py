@@ -20,6 +20,10 @@ Handler = Callable[[], Awaitable[dict[str, Any]]]
 COMMANDS = ("pause", "resume", "abort", "ack", "status")
 
 
+class SocketBusy(Exception):
+    """Another controller answers on this operator socket: it is never taken over."""
+
+
 def runtime_dir() -> Path:
     """Where the sockets of running rigs are linked (XDG_RUNTIME_DIR, else a per-user temp folder)."""
     base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(tempfile.gettempdir(), f"rig-{os.getuid()}")
@@ -47,8 +51,10 @@ class OperatorSocket:
         self._conns: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Listen (replacing a stale socket file left by a killed run)."""
-        if self.path.exists():
+        """Listen (replacing a stale socket file left by a killed run, never a live one)."""
+        if self.path.exists() or self.path.is_symlink():
+            if answers(self.path):
+                raise SocketBusy(f"another controller listens on {self.path}; it is never taken over")
             self.path.unlink()
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
         if self.link is not None:
@@ -100,6 +106,22 @@ class OperatorSocket:
             return {"ok": True, **await handler()}
         except Exception as exc:  # the reply carries the reason; the run goes on
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def answers(path: Path, *, timeout_s: float = 1.0) -> bool:
+    """True when a process accepts connections on the socket `path` (a running controller)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout_s)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def running_rigs() -> dict[str, Path]:
+    """The rigs whose controllers listen in the runtime folder now, by name (socket file stem)."""
+    return {p.stem: p for p in sorted(runtime_dir().glob("*.sock"), key=lambda p: p.stem) if answers(p)}
 
 
 def send_command(path: Path, cmd: str, *, timeout_s: float = 10.0) -> dict[str, Any]:

@@ -385,8 +385,7 @@ class PressureController:
         if isinstance(self._force, _VerifiableSensor):
             await self._force.verify_safe()
         lower, upper = self.travel_um
-        await self._press.set_travel_limits_um(lower, upper)
-        await self._press.enable()
+        await self._press.verify_safe(lower, upper)  # the same check as `rig check`: limits, alarm, fault, enabled
         velocity, accel, decel = self._motion
         await self._press.set_motion_limits(velocity_rpm=velocity, accel_ms_per_krpm=accel, decel_ms_per_krpm=decel)
         self._position_um = self._snap(await self._press.position_um())
@@ -510,6 +509,34 @@ class PressureController:
         target = max(preload_kpa, self.settings.contact_threshold_kpa)
         self._retarget(target)
         await self._await_mode_change(ControllerMode.RELEASE)
+
+    async def hold_present(self) -> float | None:
+        """Take over a stack that is already loaded (its controller died while holding it; `rig safe --release`):
+        hold the force it has now, with no approach and no tare, so nothing moves until asked (e.g. `release()`).
+        The pressure is the absolute force over the area. Returns it (kPa), or None with nothing held when the
+        press is not in contact. Never moves the press."""
+        self._require_running()
+        if self._mode is not ControllerMode.IDLE:
+            raise self._not_ready("hold the present force")
+        held: list[float | None] = []
+
+        async def take_over() -> None:
+            f_net = await self._mean_abs_force(self.settings.tare_readings) - self._tare_n
+            kpa = 1e3 * self.area_m2
+            if f_net <= 1.5 * self.settings.contact_threshold_kpa * kpa:
+                held.append(None)
+                return
+            self._contact_um = self._position_um
+            self._mode = ControllerMode.HOLD
+            self.law.restart()
+            self._frozen.reset()
+            self._ramp = SetpointRamp(f_net)  # the reference is the force there is: no move until retargeted
+            self._setpoint_kpa = f_net / kpa
+            self._last_pressure = f_net / kpa
+            held.append(f_net / kpa)
+
+        await self._in_loop(take_over)
+        return held[0]
 
     async def tare(self, *, on_device: bool = False) -> float:
         """Make the present load the pressure zero; the over-force trip keeps its absolute reference.

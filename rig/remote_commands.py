@@ -7,10 +7,11 @@ A command is one JSON object:
      "expires_unix_s": 1764000030.0,            # optional; at most max_age_s after issue
      "sig": "<hex HMAC-SHA256>"}                # required when the rig has a command secret
 
-It is rejected — with a reason — when it is malformed, unknown, retained, expired or issued in the future
-(beyond the allowed clock skew), replayed (an id already seen), or forged (missing or wrong signature). Who may
-publish at all is the broker's business (username/password and a per-topic ACL); the signature guards against a
-client that has publish rights but not the rig's secret.
+It is rejected — with a reason — when it is too large or nested too deep (both checked before it is parsed),
+malformed, unknown, retained, expired or issued in the future (beyond the allowed clock skew), replayed (an id
+already seen), or forged (missing or wrong signature). Who may publish at all is the broker's business
+(username/password and a per-topic ACL); the signature guards against a client that has publish rights but not the
+rig's secret. Nothing a client sends makes `check` raise: it always returns a verdict.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 ALLOWED = frozenset({"pause", "resume", "abort", "ack"})
+MAX_COMMAND_BYTES = 4096  # a signed command is about 250 bytes
+MAX_JSON_DEPTH = 4  # a command is one flat object (depth 1)
+_RETAINED = "retained: commands must not be retained"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,63 @@ class Verdict:
     reason: str
     command_id: str | None = None
     cmd: str | None = None
+
+
+def json_depth(text: str, *, stop_above: int) -> int:
+    """How deep arrays and objects nest in a JSON text (a cheap scan, no parsing; stops once above `stop_above`)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > stop_above:
+                    break
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_bounded(raw: bytes, *, max_bytes: int = MAX_COMMAND_BYTES, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The JSON value of `raw` (UTF-8), or ValueError with the reason: size and depth are bounded before parsing, and
+    what the parser can still raise (RecursionError, the int-digits limit, MemoryError) becomes a ValueError.
+
+    The text is decoded first, so the depth scan sees the characters the parser sees (the parser would take UTF-16
+    bytes too, whose non-ASCII characters can hold quote and bracket bytes)."""
+    if len(raw) > max_bytes:
+        raise ValueError(f"too large: {len(raw)} bytes, a command is at most {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("malformed: not UTF-8 text") from None
+    if json_depth(text, stop_above=max_depth) > max_depth:
+        raise ValueError(f"malformed: JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError, MemoryError) as exc:  # JSONDecodeError is a ValueError
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ValueError(f"malformed: not JSON ({detail})") from None
+
+
+def _time_s(value: Any) -> float | None:
+    """A finite time in seconds, or None (not a number, not finite, or an int too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def canonical(payload: dict[str, Any]) -> bytes:
@@ -68,8 +129,15 @@ class CommandChecker:
     """Checks commands; remembers recent ids to refuse replays."""
 
     def __init__(
-        self, *, max_age_s: float = 30.0, max_skew_s: float = 5.0, secret: str | None = None, remember: int = 4096
+        self,
+        *,
+        max_age_s: float = 30.0,
+        max_skew_s: float = 5.0,
+        secret: str | None = None,
+        remember: int = 4096,
+        max_bytes: int = MAX_COMMAND_BYTES,
     ) -> None:
+        self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.max_skew_s = max_skew_s
         self.secret = secret or None
@@ -79,17 +147,17 @@ class CommandChecker:
     def check(self, raw: bytes, *, retained: bool, now_unix_s: float) -> Verdict:
         """Decide whether a received command may act."""
         try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return Verdict(False, "malformed: not JSON")
+            payload = parse_bounded(raw, max_bytes=self.max_bytes)
+        except ValueError as exc:
+            return Verdict(False, _RETAINED if retained else str(exc))
         if not isinstance(payload, dict):
-            return Verdict(False, "malformed: not a JSON object")
+            return Verdict(False, _RETAINED if retained else "malformed: not a JSON object")
         cid = payload.get("id")
         cid_s = cid if isinstance(cid, str) else None
         cmd = payload.get("cmd")
         cmd_s = cmd if isinstance(cmd, str) else None
         if retained:
-            return Verdict(False, "retained: commands must not be retained", cid_s, cmd_s)
+            return Verdict(False, _RETAINED, cid_s, cmd_s)
         if payload.get("schema") != SCHEMA_VERSION:
             return Verdict(False, f"malformed: schema must be {SCHEMA_VERSION}", cid_s, cmd_s)
         if cid_s is None or not 8 <= len(cid_s) <= 64:
@@ -99,15 +167,16 @@ class CommandChecker:
         extra = set(payload) - {"schema", "id", "cmd", "issued_unix_s", "expires_unix_s", "sig"}
         if extra:
             return Verdict(False, f"malformed: unknown fields {sorted(extra)}", cid_s, cmd_s)
-        issued = payload.get("issued_unix_s")
-        if isinstance(issued, bool) or not isinstance(issued, int | float) or not math.isfinite(issued):
+        issued = _time_s(payload.get("issued_unix_s"))
+        if issued is None:
             return Verdict(False, "malformed: 'issued_unix_s' must be a number", cid_s, cmd_s)
-        expires = payload.get("expires_unix_s", issued + self.max_age_s)
-        if isinstance(expires, bool) or not isinstance(expires, int | float) or not math.isfinite(expires):
+        expires = _time_s(payload.get("expires_unix_s", issued + self.max_age_s))
+        if expires is None:
             return Verdict(False, "malformed: 'expires_unix_s' must be a number", cid_s, cmd_s)
         if self.secret is not None:
             sig = payload.get("sig")
-            if not isinstance(sig, str) or not hmac.compare_digest(sig, sign(payload, self.secret)):
+            # as bytes: compare_digest raises TypeError on a str with non-ASCII characters
+            if not isinstance(sig, str) or not hmac.compare_digest(sig.encode(), sign(payload, self.secret).encode()):
                 return Verdict(False, "forged: missing or wrong signature", cid_s, cmd_s)
         if issued > now_unix_s + self.max_skew_s:
             return Verdict(False, "issued in the future (clock skew?)", cid_s, cmd_s)

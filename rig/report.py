@@ -1,12 +1,16 @@
 """`rig report RUN_DIR` and `rig report --campaign DIR...`: PNG figures and a short Markdown summary.
 
 A run's report (in `RUN_DIR/report/`):
-- `pressure.png`: measured pressure against time with the setpoint and the tolerance band, plate/strip shaded;
+- `pressure.png`: measured pressure against test time with the setpoint and the tolerance band, plate/strip shaded;
 - `voltage_capacity.png`: voltage against areal capacity for each plate and strip;
 - `ce.png`: coulombic efficiency per cycle;
 - `thickness.png`: operando deposit thickness against net charge (press position corrected for compliance and
   creep; `rig.porosity`), with the dense-Na line and the fitted apparent porosity;
 - `report.md`: outcome, CE table, deposit, alarms, pauses and resumes, the figures.
+
+Every time is test time from the start of the run (the experiment clock starts at 0 when `rig run` starts the run
+and a resumed run continues it): the figures, `report.md`, the BDF export and `rig show` give the same numbers.
+Every porosity is printed through `rig.analysis.PorosityVerdict` (a value within 0–100 % or "not resolved: why").
 
 A campaign's report: ICE against pressure per electrolyte (the analogue of the paper's Fig. 1a/b) with the
 paper's optima marked; simulated values are labelled as the simulator's model.
@@ -26,12 +30,23 @@ from typing import TYPE_CHECKING, Any
 from protocols.errors import ProtocolError
 from protocols.plan import Plan, PlannedPlate, PlannedPressure, PlannedStrip
 from protocols.validate import validate_protocol
-from rig.analysis import DepositAnalysis, analyse_deposit, net_charge_c, step_kinds, step_traces
-from rig.config import LoadCellConfig
-from rig.porosity import C_PER_MAH, NA_DENSE_UM_PER_MAH_CM2, DepositFit, DriftUncertainty
+from rig.analysis import (
+    DepositAnalysis,
+    DepositAssessment,
+    PorosityVerdict,
+    assess_deposit,
+    load_cell_drift,
+    net_charge_c,
+    porosity_verdict,
+    step_kinds,
+    step_traces,
+)
+from rig.export import monotonic_test_time
+from rig.porosity import C_PER_MAH, NA_DENSE_UM_PER_MAH_CM2, DriftUncertainty
 from rig.run_cmd import electrolyte_key
+from rig.run_index import read_entry
 from rig.store import FLAG_PAUSED, Sample, is_simulated_run, read_events, read_meta, read_samples
-from rig.validate_cmd import default_limits
+from rig.validate_cmd import recorded_run_limits
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -82,6 +97,7 @@ class RunData:
     meta: dict[str, str]
     summary: dict[str, Any]
     simulated: bool
+    state: str = "completed"  # as `rig runs` has it: completed, aborted, failed, killed, running, …
 
     @property
     def area_cm2(self) -> float:
@@ -91,12 +107,7 @@ class RunData:
     @property
     def drift_n_per_sqrt_s(self) -> float:
         """The load cell's drift from the run's stored rig configuration (the default for runs without one)."""
-        default = float(LoadCellConfig.model_fields["drift_n_per_sqrt_s"].default)
-        try:
-            value = json.loads(self.meta["rig_config"])["load_cell"].get("drift_n_per_sqrt_s", default)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            return default
-        return float(value) if isinstance(value, int | float) and value >= 0 else default
+        return load_cell_drift(self.meta)
 
     @property
     def electrolyte(self) -> str:
@@ -124,22 +135,29 @@ def load_run(run_dir: Path) -> RunData:
     if text is None:
         raise ReportError(f"{run_dir}: the run has no protocol")
     try:
-        plan = validate_protocol(text, str(run_dir / "protocol.yaml"), default_limits())
+        plan = validate_protocol(text, str(run_dir / "protocol.yaml"), recorded_run_limits())
     except ProtocolError as exc:
         raise ReportError(f"{run_dir}: the run's protocol does not validate: {exc}") from exc
     summary: dict[str, Any] = {}
     if (run_dir / "summary.json").exists():
         summary = json.loads((run_dir / "summary.json").read_text())
     simulated = is_simulated_run(run_dir, meta)
-    return RunData(run_dir, plan, read_samples(db), read_events(db), meta, summary, simulated)
+    state = read_entry(run_dir, root=run_dir.parent).state
+    return RunData(run_dir, plan, read_samples(db), read_events(db), meta, summary, simulated, state)
+
+
+def assess(run: RunData) -> DepositAssessment:
+    """The run's deposit fit, its drift interval and what may be printed of its porosity."""
+    return assess_deposit(run.samples, run.plan, drift_n_per_sqrt_s=run.drift_n_per_sqrt_s, run_state=run.state)
 
 
 # ----------------------------------------------------------------------------------------------- figures
 
 
 def _hours(samples: Sequence[Sample]) -> list[float]:
-    t0 = samples[0].test_time_s if samples else 0.0
-    return [(s.test_time_s - t0) / 3600.0 for s in samples]
+    """Test time from the start of the run, in hours: the BDF export's `Test Time / s` (`monotonic_test_time`)."""
+    times, _ = monotonic_test_time([s.test_time_s for s in samples])
+    return [t / 3600.0 for t in times]
 
 
 def _shade_steps(ax: Axes, run: RunData, hours: list[float]) -> None:
@@ -219,7 +237,7 @@ def figure_pressure(run: RunData) -> Figure:
     dev.set_ylim(
         -max(2 * wmax, min(max(finite, default=0.0), 5 * wmax)), max(2 * wmax, min(max(finite, default=0.0), 5 * wmax))
     )
-    dev.set_xlabel("test time / h")
+    dev.set_xlabel("test time from the start of the run / h")
     dev.set_ylabel("deviation / kPa")
     dev.legend(loc="lower right", fontsize=9, ncols=2)
     return fig
@@ -302,24 +320,28 @@ def figure_ce(run: RunData) -> Figure:
     return fig
 
 
-def porosity_text(fit: DepositFit, unc: DriftUncertainty | None) -> str:
-    """ "12 % (1σ 8 … 15 %)", or the estimate marked as not resolved when the load cell's drift allows too much."""
-    value = f"{100 * fit.porosity:.0f} %"
-    if unc is None:
-        return value
-    low = "−∞" if not math.isfinite(unc.porosity_low) else f"{100 * unc.porosity_low:.0f}"
-    band = f"1σ {low} … {100 * unc.porosity_high:.0f} % from the load cell's drift"
-    if unc.resolved:
-        return f"{value} ({band})"
-    return f"not resolved: {value} ({band})"
+def _wrap(text: str, width: int = 70) -> str:
+    """Break a long sentence for a figure's text box."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, subsequent_indent="  "))
 
 
-def figure_thickness(run: RunData, dep: DepositAnalysis | None, unc: DriftUncertainty | None = None) -> Figure:
+def figure_thickness(
+    run: RunData,
+    dep: DepositAnalysis | None,
+    unc: DriftUncertainty | None = None,
+    *,
+    verdict: PorosityVerdict | None = None,
+) -> Figure:
     """Deposit thickness against net charge: measured (creep removed), fit, dense Na, live values."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5))
+    if verdict is None:
+        verdict = porosity_verdict(dep if dep is not None else "no deposit estimate", unc, run_state=run.state)
     if dep is None:
-        ax.text(0.5, 0.5, "no deposit estimate (too little charge)", ha="center", va="center", transform=ax.transAxes)
+        why = _wrap(f"no deposit estimate: {verdict.why}")
+        ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes)
     else:
         fit = dep.fit
         q = [p.q_mah_cm2 for p in dep.points]
@@ -327,7 +349,8 @@ def figure_thickness(run: RunData, dep: DepositAnalysis | None, unc: DriftUncert
         ax.plot(q, h, ".", ms=2.5, color="0.45", alpha=0.6, label="press: compliance- and creep-corrected")
         q_max = max(q)
         xs = [0.0, q_max]
-        ax.plot(xs, [fit.deposit_um(x) for x in xs], color="#ff7f0e", lw=2.2, label=f"fit: φ = {fit.porosity:.2f}")
+        label = f"fit: φ = {verdict.short()}" if verdict.resolved else "fit: φ not resolved"
+        ax.plot(xs, [fit.deposit_um(x) for x in xs], color="#ff7f0e", lw=2.2, label=label)
         if unc is not None and math.isfinite(unc.sigma_um_per_mah_cm2):
             sig = unc.sigma_um_per_mah_cm2
             ax.fill_between(
@@ -356,17 +379,25 @@ def figure_thickness(run: RunData, dep: DepositAnalysis | None, unc: DriftUncert
                 ls=":",
                 label="live estimate during the run (creep not separable before the strip)",
             )
-        ax.text(
+        box = ax.text(
             0.02,
             0.97,
-            f"{fit.um_per_mah_cm2:.2f} µm per mAh/cm² → apparent porosity {porosity_text(fit, unc)}\n"
-            f"creep removed: {fit.creep_um(dep.points[-1].t_s):.1f} µm; residual {fit.rms_um:.2f} µm rms",
+            _wrap(
+                (
+                    f"{fit.um_per_mah_cm2:.2f} µm per mAh/cm² → apparent porosity {verdict.text()}"
+                    if verdict.value is not None
+                    else f"apparent porosity {verdict.text()}"
+                ),
+                88,
+            )
+            + f"\ncreep removed: {fit.creep_um(dep.points[-1].t_s):.1f} µm; residual {fit.rms_um:.2f} µm rms",
             transform=ax.transAxes,
             va="top",
             fontsize=9,
             bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8},
         )
-        ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.87), fontsize=8.5, framealpha=0.85)
+        below = 0.96 - 0.045 * (box.get_text().count("\n") + 1)  # under the text box, however many lines it has
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, below), fontsize=8.5, framealpha=0.85)
         top = max(max(h), fit.deposit_um(q_max), NA_DENSE_UM_PER_MAH_CM2 * q_max)
         bottom = min(min(h), 0.0)
         ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.6 * (top - bottom))  # room for the text and legend
@@ -383,11 +414,11 @@ def _fmt_pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f} %"
 
 
-def markdown_summary(
-    run: RunData, dep: DepositAnalysis | None, figures: dict[str, str], unc: DriftUncertainty | None = None
-) -> str:
+def markdown_summary(run: RunData, assessed: DepositAssessment, figures: dict[str, str]) -> str:
     """The report's text."""
     s = run.summary
+    dep, unc, verdict = assessed.deposit, assessed.uncertainty, assessed.verdict
+    times, _ = monotonic_test_time([x.test_time_s for x in run.samples])
     lines = [
         f"# Run report: {run.plan.name}",
         "",
@@ -395,9 +426,11 @@ def markdown_summary(
         + (" (simulated: the simulator's model, not a measurement)" if run.simulated else ""),
         f"- cell: {run.plan.electrolyte}, working electrode {run.area_cm2:.3f} cm²",
         f"- plating/stripping pressure: {run.electro_pressure_kpa:g} kPa",
-        f"- outcome: **{s.get('state', 'unknown')}** {s.get('reason', '')}".rstrip(),
+        f"- outcome: **{s.get('state', run.state)}** {s.get('reason', '')}".rstrip(),
         f"- ICE: **{_fmt_pct(s.get('ice'))}**, average CE: {_fmt_pct(s.get('average_ce'))}",
-        f"- samples: {len(run.samples)}",
+        f"- samples: {len(run.samples)}" + (f", from t = {times[0]:.0f} s to t = {times[-1]:.0f} s" if times else ""),
+        "- times: test time from the start of the run (the experiment clock starts at 0 when the run starts, a "
+        "resumed run continues it; the figures and the BDF export use the same)",
         "",
         "## Coulombic efficiency",
         "",
@@ -408,13 +441,22 @@ def markdown_summary(
         lines.append(f"| {c} | {pl:.4f} | {st:.4f} | {'—' if ce is None else f'{100 * ce:.2f}'} |")
     lines += ["", "## Deposit (operando, from the press)", ""]
     if dep is None:
-        lines.append("Not enough charge passed at a held pressure for an estimate.")
+        lines.append(f"- apparent porosity: **{verdict.text()}**")
+    elif verdict.value is None:  # nothing of the fit is a measurement: its numbers only for diagnosis
+        f = dep.fit
+        spread = f" ± {unc.sigma_um_per_mah_cm2:.2f}" if unc is not None else ""
+        lines += [
+            f"- apparent porosity: **{verdict.text()}**",
+            f"- the fit, for diagnosis only (not a measurement): {f.um_per_mah_cm2:.2f}{spread} µm per mAh/cm² "
+            f"(dense Na: {NA_DENSE_UM_PER_MAH_CM2}), creep {f.creep_um(dep.points[-1].t_s):.2f} µm, residual "
+            f"{f.rms_um:.2f} µm rms over {len(dep.points)} readings",
+        ]
     else:
         f = dep.fit
         q_peak = max(p.q_mah_cm2 for p in dep.points)
         lines += [
             f"- thickness per charge: {f.um_per_mah_cm2:.2f} µm per mAh/cm² (dense Na: {NA_DENSE_UM_PER_MAH_CM2})",
-            f"- apparent porosity: **{porosity_text(f, unc)}**",
+            f"- apparent porosity: **{verdict.text()}**",
             f"- deposit at the peak charge ({q_peak:.3f} mAh/cm²): {f.deposit_um(q_peak):.2f} µm"
             + (f" ± {unc.sigma_um_per_mah_cm2 * q_peak:.2f} µm (1σ)" if unc is not None else ""),
             f"- creep removed by the fit: {f.creep_um(dep.points[-1].t_s):.2f} µm; residual {f.rms_um:.2f} µm rms",
@@ -425,11 +467,11 @@ def markdown_summary(
                 f"{unc.drift_n_per_sqrt_s:g} N/√s (rig configuration) through the stack's "
                 f"{unc.stiffness_n_per_um:.3f} N/µm; {unc.draws} refits of the model with random drift"
             )
-            if not unc.resolved:
-                lines.append(
-                    "- the porosity is not resolved: a stiffer load path (no soft disc spring) or a load cell with "
-                    "less drift narrows the interval in proportion, a larger charge as its square root"
-                )
+    if verdict.cause in ("drift", "too short", "impossible"):
+        lines.append(
+            "- a stiffer load path (no soft disc spring) or a load cell with less drift narrows the interval in "
+            "proportion, a larger charge as its square root"
+        )
     lines += ["", "## Alarms", ""]
     alarms = [e for e in run.events if e["kind"] == "alarm"]
     lines += [f"- t = {e['test_time_s']:.0f} s: {e['message']}" for e in alarms] or ["None."]
@@ -464,13 +506,16 @@ def report_run(run_dir: Path, *, out: Path | None = None) -> ReportResult:
         raise ReportError(f"{run_dir}: the run has no samples")
     out = out or run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    dep = analyse_deposit(run.samples, run.plan)
-    unc = dep.uncertainty(run.drift_n_per_sqrt_s) if dep is not None else None
+    assessed = assess(run)
+    dep, unc = assessed.deposit, assessed.uncertainty
     made = {
         "Pressure": ("pressure.png", figure_pressure(run)),
         "Voltage against capacity": ("voltage_capacity.png", figure_voltage_capacity(run)),
         "Coulombic efficiency per cycle": ("ce.png", figure_ce(run)),
-        "Deposit thickness against charge": ("thickness.png", figure_thickness(run, dep, unc)),
+        "Deposit thickness against charge": (
+            "thickness.png",
+            figure_thickness(run, dep, unc, verdict=assessed.verdict),
+        ),
     }
     paths = []
     for name, fig in made.values():
@@ -478,7 +523,7 @@ def report_run(run_dir: Path, *, out: Path | None = None) -> ReportResult:
         plt.close(fig)
         paths.append(out / name)
     md = out / "report.md"
-    md.write_text(markdown_summary(run, dep, {t: n for t, (n, _) in made.items()}, unc), encoding="utf-8")
+    md.write_text(markdown_summary(run, assessed, {t: n for t, (n, _) in made.items()}), encoding="utf-8")
     return ReportResult(md, paths)
 
 
@@ -494,7 +539,7 @@ class CampaignPoint:
     electrolyte: str
     pressure_kpa: float
     ice: float | None
-    porosity: float | None
+    porosity: float | None  # only a value that may be printed (rig.analysis.PorosityVerdict)
     state: str
     simulated: bool
     condition: str = ""  # the first plate: "0.5 mA/cm², 1 mAh/cm²"
@@ -532,7 +577,7 @@ def campaign_points(dirs: Sequence[Path]) -> list[CampaignPoint]:
             run = load_run(rd)
         except ReportError:
             continue
-        dep = analyse_deposit(run.samples, run.plan) if run.samples else None
+        verdict = assess(run).verdict
         pts.append(
             CampaignPoint(
                 rd,
@@ -540,11 +585,11 @@ def campaign_points(dirs: Sequence[Path]) -> list[CampaignPoint]:
                 run.electrolyte,
                 run.electro_pressure_kpa,
                 run.summary.get("ice"),
-                dep.fit.porosity if dep else None,
-                str(run.summary.get("state", "unknown")),
+                verdict.value if verdict.resolved else None,
+                run.state,
                 run.simulated,
                 plate_condition(run.plan),
-                porosity_text(dep.fit, dep.uncertainty(run.drift_n_per_sqrt_s)) if dep else "—",
+                verdict.text(),
             )
         )
     return pts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -11,33 +12,36 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+import traceback
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 import rig
+from drivers.errors import DeviceError
 from protocols.errors import ProtocolError
 from protocols.plan import Plan
 from protocols.validate import validate_protocol
+from rig import simulator
 from rig.clock import ExperimentClock, unix_now
-from rig.config import RigConfig, load_config
+from rig.config import ConfigError, RigConfig, load_config
+from rig.device_lock import RigLock, RigLocked, rig_lock_keys
 from rig.devices import build_devices
-from rig.engine import Progress, ResumePoint, RunEngine, RunResult, RunState
-from rig.operator_socket import OperatorSocket, default_socket
+from rig.display import Display
+from rig.engine import ResumePoint, RunEngine, RunResult, RunState
+from rig.json_log import JsonLog
+from rig.operator_socket import OperatorSocket, SocketBusy, default_socket
+from rig.paths import resolve_runs_root
 from rig.pressure_controller import ControllerSettings, PressureController
 from rig.run_telemetry import Handler, run_snapshot, run_telemetry
 from rig.sd_notify import notify, watchdog_interval_s
 from rig.store import RunStore, read_events, read_last_sample, read_meta, read_progress
 from rig.supervisor import SupervisorSettings
-from rig.validate_cmd import default_limits, limits_from_config
+from rig.validate_cmd import default_limits, limits_from_config, read_protocol_file
 
 EXIT_INVALID = 2
 EXIT_FAILED = 1
@@ -70,49 +74,6 @@ def supervisor_settings(speed: float) -> SupervisorSettings:
 def sample_period_s(speed: float) -> float:
     """0.25 experiment seconds between samples, but no faster than one per 5 ms wall (accelerated simulation)."""
     return min(1.0, max(SAMPLE_PERIOD_S, 0.005 * speed))
-
-
-class JsonLog:
-    """Headless logging: one JSON object per line, to the run folder and to stderr."""
-
-    def __init__(self, path: Path, *, progress_every_s: float = 10.0) -> None:
-        self._f = path.open("a", encoding="utf-8")
-        self._every = progress_every_s
-        self._last = 0.0
-
-    def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps({"unix_time_s": round(unix_now(), 3), **record}, default=str)
-        self._f.write(line + "\n")
-        self._f.flush()
-        print(line, file=sys.stderr, flush=True)
-
-    def event(self, kind: str, message: str, data: dict[str, Any]) -> None:
-        self.write({"type": "event", "kind": kind, "message": message, **({"data": data} if data else {})})
-
-    def progress(self, p: Progress) -> None:
-        now = time.monotonic()
-        if now - self._last < self._every:
-            return
-        self._last = now
-        self.write(
-            {
-                "type": "progress",
-                "state": p.state.value,
-                "step": p.step_number,
-                "steps": p.step_total,
-                "kind": p.step_kind,
-                "cycle": p.cycle,
-                "elapsed_s": round(p.elapsed_s, 3),
-                "pressure_kpa": p.pressure_kpa,
-                "setpoint_kpa": p.setpoint_kpa,
-                "voltage_v": p.voltage_v,
-                "current_a": p.current_a,
-                "step_charge_c": p.step_charge_c,
-            }
-        )
-
-    def close(self) -> None:
-        self._f.close()
 
 
 class RunError(Exception):
@@ -160,131 +121,46 @@ def make_run_dir(root: Path, plan: Plan) -> Path:
     return path
 
 
-@dataclass
-class SimHandle:
-    """A simulator process started for this run."""
-
-    proc: subprocess.Popen[bytes]
-    config_path: Path
-    endpoints: dict[str, str]
-
-
-@contextlib.contextmanager
-def start_simulator(run_dir: Path, *, speed: float, electrolyte: str, diameter_mm: float) -> Iterator[SimHandle]:
-    """Run the simulator as its own process for this run (its timing stays honest); stop it afterwards."""
-    ready = run_dir / "sim-ready.json"
-    config = run_dir / "sim-rig.toml"
-    log = (run_dir / "sim.log").open("wb")
-    cmd = [
-        sys.executable,
-        "-m",
-        "hardware_sim",
-        "--speed",
-        str(speed),
-        "--electrolyte",
-        electrolyte,
-        "--electrode-diameter-mm",
-        f"{diameter_mm:.4f}",
-        "--config-out",
-        str(config),
-        "--ready-file",
-        str(ready),
-    ]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30.0
-        while not ready.exists():
-            if proc.poll() is not None:
-                raise RunError(f"the simulator exited ({proc.returncode}); see {run_dir / 'sim.log'}")
-            if time.monotonic() > deadline:
-                raise RunError(f"the simulator did not start within 30 s; see {run_dir / 'sim.log'}")
-            time.sleep(0.05)
-        yield SimHandle(proc, config, json.loads(ready.read_text()))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
-
-
-def _fmt_s(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    h, rem = divmod(int(seconds), 3600)
-    m, s = divmod(rem, 60)
-    return f"{h:d}:{m:02d}:{s:02d}"
-
-
-def progress_table(p: Progress) -> Table:
-    """The live display."""
-    t = Table.grid(padding=(0, 2))
-    t.add_row("state", p.state.value, "step", f"{p.step_number}/{p.step_total} {p.step_kind} {p.step_label}")
-    t.add_row("elapsed", _fmt_s(p.elapsed_s), "remaining (est.)", _fmt_s(p.remaining_s))
-    pk = "—" if p.pressure_kpa is None else f"{p.pressure_kpa:7.2f}"
-    t.add_row("pressure", f"{pk} kPa (set {p.setpoint_kpa:g})", "cycle", str(p.cycle))
-    v = "—" if p.voltage_v is None else f"{p.voltage_v:+.4f} V"
-    i = "—" if p.current_a is None else f"{p.current_a * 1e3:+.4f} mA"
-    t.add_row("voltage", v, "current", i)
-    t.add_row("capacity", f"{p.step_charge_c / 3.6:.4f} mAh", "", "")
-    return t
-
-
-class _Display:
-    """Rich live display on a terminal; plain log lines otherwise."""
-
-    def __init__(self, console: Console, *, log_every_s: float = 5.0) -> None:
-        self.console = console
-        self.live: Live | None = None
-        self._last_log = 0.0
-        self._log_every_s = log_every_s
-
-    def __enter__(self) -> _Display:
-        if self.console.is_terminal:
-            self.live = Live(console=self.console, refresh_per_second=4, transient=False)
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
-
-    def update(self, p: Progress) -> None:
-        if self.live is not None:
-            self.live.update(progress_table(p))
-            return
-        now = time.monotonic()
-        if now - self._last_log >= self._log_every_s:
-            self._last_log = now
-            pk = "-" if p.pressure_kpa is None else f"{p.pressure_kpa:.2f}"
-            v = "-" if p.voltage_v is None else f"{p.voltage_v:+.4f}"
-            self.console.print(
-                f"{_fmt_s(p.elapsed_s)} {p.state.value} step {p.step_number}/{p.step_total} {p.step_kind} "
-                f"P={pk} kPa (set {p.setpoint_kpa:g}) V={v} V Q={p.step_charge_c / 3.6:.4f} mAh",
-                highlight=False,
-            )
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 @contextlib.asynccontextmanager
-async def _signals(engine: RunEngine) -> AsyncIterator[None]:
+async def _signals(engine: RunEngine, display: Display | None) -> AsyncIterator[None]:
+    """Ctrl-C, SIGTERM, a hang-up (SIGHUP: an SSH drop, a closed laptop) and SIGQUIT all do one thing: the safe
+    state, recorded as an abort. After a hang-up the terminal is gone: nothing more is written to it."""
     loop = asyncio.get_running_loop()
-    handled = (signal.SIGINT, signal.SIGTERM)
     tasks: set[asyncio.Task[Any]] = set()
 
     def on_signal(sig: signal.Signals) -> None:
+        if sig is signal.SIGHUP:
+            _terminal_gone(display)
         t = loop.create_task(engine.abort(f"signal {sig.name}: safe stop"))
         tasks.add(t)
         t.add_done_callback(tasks.discard)
 
-    for sig in handled:
+    for sig in _HANDLED_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         yield
     finally:
-        for sig in handled:
+        for sig in _HANDLED_SIGNALS:
             loop.remove_signal_handler(sig)
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _terminal_gone(display: Display | None) -> None:
+    """A hang-up: stop the live display, and point a terminal's stdout/stderr at /dev/null (writing to a tty that
+    has hung up fails, and a failed write must not stop the safe stop, the store or the run's JSON log)."""
+    if display is not None:
+        display.close()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                if os.isatty(fd):
+                    os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _fan_out(
@@ -292,6 +168,23 @@ def _fan_out(
 ) -> None:
     for sink in sinks:
         sink(kind, message, data)
+
+
+def startup_failure(exc: BaseException, cfg: RigConfig, config_path: Path | None) -> str:
+    """One line for a device that cannot be reached or refuses its start-up check: the device, what it said,
+    and what to check in which file."""
+    where = str(config_path) if config_path is not None else "the rig configuration"
+    device = getattr(exc, "device", "")
+    if device == "potentiostat" or "visa" in type(exc).__module__.lower():
+        hint = f"check [potentiostat] resource = {cfg.potentiostat.resource!r} in {where} and that the instrument is on"
+    elif device:
+        buses = {cfg.load_cell.bus, cfg.press.bus}
+        ports = ", ".join(f"[buses.{b}] port = {cfg.buses[b].port!r}" for b in sorted(buses))
+        hint = f"check {ports} in {where}, the cable and the device's power"
+    else:
+        hint = f"check the ports and resources in {where}"
+    text = str(exc) if isinstance(exc, DeviceError) else f"{type(exc).__name__}: {exc}"
+    return f"{text}; {hint}"
 
 
 async def execute(
@@ -302,10 +195,14 @@ async def execute(
     protocol_text: str,
     console: Console,
     socket_path: Path | None = None,
-    headless: bool = False,
+    jlog: JsonLog | None = None,
     resume: ResumeInfo | None = None,
+    config_path: Path | None = None,
 ) -> RunResult:
-    """Connect the rig, hold pressure, run the plan, and record everything in `run_dir`."""
+    """Connect the rig, hold pressure, run the plan, and record everything in `run_dir`.
+
+    Raises RunError (one line: the device and what to check) when the rig cannot start; the run's store then
+    holds that as an alarm event."""
     clock = ExperimentClock(cfg.clock.speed, offset_s=resume.test_time_s if resume is not None else 0.0)
     devs = build_devices(cfg, clock=clock)
     try:
@@ -326,10 +223,9 @@ async def execute(
         max_page_count=int(max_pages) if max_pages else None,
     )
     await store.open()
-    jlog = JsonLog(run_dir / "run.log.jsonl") if headless else None
     # engine events go to the JSON log (headless) and to the broker (when telemetry is configured)
     event_sinks: list[Callable[[str, str, dict[str, Any]], None]] = [jlog.event] if jlog is not None else []
-    display = _Display(console)
+    display = None if jlog is not None else Display(console)
     engine = RunEngine(
         plan=plan,
         potentiostat=devs.potentiostat,
@@ -338,7 +234,7 @@ async def execute(
         voltage_compliance_v=cfg.potentiostat.voltage_limit_v,
         store=store,
         sample_period_s=sample_period_s(cfg.clock.speed),
-        on_progress=jlog.progress if jlog is not None else display.update,
+        on_progress=jlog.progress if jlog is not None else display.update if display is not None else None,
         on_event=lambda kind, message, data: _fan_out(event_sinks, kind, message, data),
         resume_from=None if resume is None else resume.point,
         supervisor=supervisor_settings(cfg.clock.speed),
@@ -356,57 +252,64 @@ async def execute(
     )
     watchdog: asyncio.Task[None] | None = None
     try:
-        if resume is None:
-            await store.set_meta(
-                {
-                    "protocol_text": protocol_text,
-                    "protocol_sha256": hashlib.sha256(protocol_text.encode()).hexdigest(),
-                    "protocol_file": plan.source_file,
-                    "rig_config": cfg.model_dump(mode="json"),
-                    "software_version": rig.__version__,
-                    "speed": cfg.clock.speed,
-                    "resumes": 0,
-                }
-            )
-        else:
-            await store.set_meta({"resumes": resume.point.resumes})
-        await sock.start()
-        # the potentiostat first: its power-on output-off state (NORMAL) would short the cell until HIMP is set
-        await devs.potentiostat.connect()
-        safety = await devs.potentiostat.verify_safe(cfg.potentiostat.voltage_limit_v)
-        if resume is not None:
-            await _readback_after_crash(engine, devs.potentiostat, safety.output_on, resume, cfg.clock.speed)
-        ident = await devs.potentiostat.identify()
-        await controller.start()
-        await store.set_meta({"potentiostat": f"{ident.vendor} {ident.model} {ident.serial} {ident.firmware}"})
-        notify("READY=1")
-        interval = watchdog_interval_s()
-        if interval is not None:
-            watchdog = asyncio.get_running_loop().create_task(_watchdog(controller, interval), name="sd-watchdog")
+        async with _signals(engine, display):  # from here on a signal makes the rig safe, even during start-up
+            if resume is None:
+                await store.set_meta(
+                    {
+                        "protocol_text": protocol_text,
+                        "protocol_sha256": hashlib.sha256(protocol_text.encode()).hexdigest(),
+                        "protocol_file": plan.source_file,
+                        "rig_config": cfg.model_dump(mode="json"),
+                        "software_version": rig.__version__,
+                        "speed": cfg.clock.speed,
+                        "resumes": 0,
+                    }
+                )
+            else:
+                await store.set_meta({"resumes": resume.point.resumes})
+            try:
+                await sock.start()
+            except SocketBusy as exc:
+                raise RunError(str(exc)) from None
+            try:
+                # the potentiostat first: its power-on output-off state (NORMAL) would short the cell until HIMP
+                await devs.potentiostat.connect()
+                safety = await devs.potentiostat.verify_safe(cfg.potentiostat.voltage_limit_v)
+                if resume is not None:
+                    await _readback_after_crash(engine, devs.potentiostat, safety.output_on, resume, cfg.clock.speed)
+                ident = await devs.potentiostat.identify()
+                await controller.start()
+            except (DeviceError, OSError) as exc:
+                why = startup_failure(exc, cfg, config_path)
+                engine.record_event("alarm", f"the rig could not start: {why}")
+                raise RunError(why) from None
+            await store.set_meta({"potentiostat": f"{ident.vendor} {ident.model} {ident.serial} {ident.firmware}"})
+            notify("READY=1")
+            interval = watchdog_interval_s()
+            if interval is not None:
+                watchdog = asyncio.get_running_loop().create_task(_watchdog(controller, interval), name="sd-watchdog")
 
-        def record_remote(kind: str, message: str, data: dict[str, Any]) -> None:
-            store.event(kind, message, test_time_s=clock.now(), unix_time_s=unix_now(), data=data)
+            def record_remote(kind: str, message: str, data: dict[str, Any]) -> None:
+                """A remote command, accepted or refused: the run store, the JSON log and the events topic."""
+                store.event(kind, message, test_time_s=clock.now(), unix_time_s=unix_now(), data=data)
+                _fan_out(event_sinks, kind, message, data)
 
-        remote: dict[str, Handler] = {
-            "pause": engine.pause,
-            "resume": engine.resume,
-            "abort": engine.abort,
-            "ack": engine.ack,
-        }
-        with contextlib.nullcontext() if headless else display:
-            async with (
-                _signals(engine),
-                run_telemetry(
+            remote: dict[str, Handler] = {
+                "pause": engine.pause,
+                "resume": engine.resume,
+                "abort": engine.abort,
+                "ack": engine.ack,
+            }
+            with display if display is not None else contextlib.nullcontext():
+                async with run_telemetry(
                     cfg,
                     snapshot=lambda: run_snapshot(engine.progress(), controller.status()),
                     handlers=remote,
                     record_event=record_remote,
-                ) as link,
-            ):
-                if link is not None:
-                    event_sinks.append(link.publish_event)
-                result = await engine.run()
-        return result
+                ) as link:
+                    if link is not None:
+                        event_sinks.append(link.publish_event)
+                    return await engine.run()
     finally:
         notify("STOPPING=1")
         if watchdog is not None:
@@ -414,12 +317,11 @@ async def execute(
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
         with contextlib.suppress(Exception):
-            await controller.stop()
-        await devs.close()
+            await asyncio.wait_for(controller.stop(), 15.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(devs.close(), 15.0)
         await sock.close()
         await store.close()
-        if jlog is not None:
-            jlog.close()
 
 
 async def _watchdog(controller: PressureController, interval_s: float) -> None:
@@ -446,7 +348,9 @@ class ResumeInfo:
 async def _readback_after_crash(engine: RunEngine, pot: Any, output_on: bool, resume: ResumeInfo, speed: float) -> None:
     """Hardware truth beats saved state: a current still flowing is switched off and its charge counted."""
     if not output_on:
-        engine.record_event("resume", "hardware readback: the output was off")
+        counted = resume.point.extra_charge_c
+        by_safe = f"; `rig safe` counted {counted:.6g} C after the last record" if counted else ""
+        engine.record_event("resume", f"hardware readback: the output was off{by_safe}")
         return
     reading = await pot.read()
     t_off_unix = unix_now()  # the instrument switches off as the command arrives
@@ -484,122 +388,235 @@ def print_result(console: Console, plan: Plan, result: RunResult, run_dir: Path)
     console.print(f"run data: {run_dir}")
 
 
+def _say(con: Console, text: str) -> None:
+    """One line to the operator (a terminal that hung up is skipped, never fatal)."""
+    with contextlib.suppress(OSError):
+        con.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _protocol_errors(err: Console, exc: ProtocolError) -> int:
+    for issue in exc.issues:
+        _say(err, str(issue))
+    return EXIT_INVALID
+
+
+def mark_failed(run_dir: Path, reason: str, jlog: JsonLog | None = None) -> None:
+    """A run that could not start (or cannot go on) is marked failed: summary.json says why, so `rig run` never
+    offers it for resuming and `rig runs` shows it; the JSON log has it too."""
+    summary: dict[str, Any] = {"state": "failed", "reason": reason, "ice": None, "average_ce": None}
+    with contextlib.suppress(OSError):
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if jlog is not None:
+        jlog.error(reason)
+
+
+def _lock_for_sim(socket_path: Path | None, command: str) -> tuple[RigLock, str, Path]:
+    """A `--sim` run's name and operator socket: `sim`, else `sim-2`, `sim-3`, ... (the first one free); a name
+    set in the environment (RIG_RIG__NAME, as for any rig configuration) is taken as it is."""
+    named = os.environ.get("RIG_RIG__NAME")
+    names = [named] if named else ["sim", *(f"sim-{n}" for n in range(2, 100))]
+    for name in names:
+        sock = socket_path or default_socket(name)
+        lock = RigLock([f"operator-socket:{os.path.realpath(sock)}"], command=command)
+        try:
+            return lock.acquire(), name, sock
+        except RigLocked:
+            if socket_path is not None or named:
+                raise
+    raise RunError("99 simulated rigs are running already")
+
+
 def run_command(
     file: Path,
     *,
     config: Path | None,
     sim: bool,
     speed: float | None,
-    runs_root: Path,
+    runs_root: Path | None,
     console: Console,
     err: Console,
     socket_path: Path | None = None,
     headless: bool = False,
     resume_unfinished: bool = False,
+    orphan_grace_s: float = simulator.DEFAULT_ORPHAN_GRACE_S,
 ) -> int:
     """The whole `rig run`: returns the exit code."""
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        err.print(f"{file}:1:1: cannot read the protocol: {exc}", markup=False, highlight=False)
-        return EXIT_INVALID
+        text = read_protocol_file(file)
+    except ProtocolError as exc:
+        return _protocol_errors(err, exc)
     cfg: RigConfig | None = None
     if config is not None:
         try:
             cfg = load_config(config)
-        except Exception as exc:
-            err.print(str(exc), markup=False, highlight=False)
+        except ConfigError as exc:
+            _say(err, str(exc))
             return EXIT_INVALID
     elif not sim:
-        err.print("give --config CFG for a real rig, or --sim to run on the simulator", highlight=False)
+        _say(err, "give --config CFG for a real rig, or --sim to run on the simulator")
         return EXIT_INVALID
-    limits = limits_from_config(cfg) if cfg is not None else default_limits()
+    if not sim and speed is not None and speed != 1.0:
+        _say(err, "--speed applies to --sim only: a real rig runs in real time")
+        return EXIT_INVALID
+    try:
+        limits = limits_from_config(cfg) if cfg is not None else default_limits()
+    except ConfigError as exc:  # RIG_RIG__* overrides of the built-in limits
+        _say(err, str(exc))
+        return EXIT_INVALID
     try:
         plan = validate_protocol(text, str(file), limits)
     except ProtocolError as exc:
-        for issue in exc.issues:
-            err.print(str(issue), markup=False, highlight=False, soft_wrap=True)
-        return EXIT_INVALID
-    unfinished = find_unfinished(runs_root, hashlib.sha256(text.encode()).hexdigest())
-    if unfinished is not None:
-        if resume_unfinished:
-            err.print(f"resuming the unfinished run {unfinished}", highlight=False)
-            return resume_command(unfinished, console=console, err=err, socket_path=socket_path, headless=headless)
-        err.print(
-            f"note: {unfinished} is an unfinished run of this protocol; continue it with "
-            f"`rig resume {unfinished}` (or `rig run --resume-unfinished`); starting a new run",
-            highlight=False,
-        )
+        return _protocol_errors(err, exc)
+    sim_model = ""
     if sim:
         try:
             sim_model = require_sim_electrolyte(plan.electrolyte, str(file))
         except RunError as exc:
-            err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+            _say(err, str(exc))
             return EXIT_INVALID
-    run_dir = make_run_dir(runs_root, plan)
-    (run_dir / "protocol.yaml").write_text(text, encoding="utf-8")
-    console.print(f"run folder: {run_dir}", highlight=False)
+    root = resolve_runs_root(runs_root, cfg)
+    unfinished = find_unfinished(root, hashlib.sha256(text.encode()).hexdigest())
+    if unfinished is not None:
+        if resume_unfinished:
+            _say(err, f"resuming the unfinished run {unfinished}")
+            return resume_command(unfinished, console=console, err=err, socket_path=socket_path, headless=headless)
+        _say(
+            err,
+            f"note: {unfinished} is an unfinished run of this protocol; continue it with "
+            f"`rig resume {unfinished}` (or `rig run --resume-unfinished`); starting a new run",
+        )
+    # one controller per rig: the lock comes before any folder, process or device (rig.device_lock)
+    command = f"rig run {file}"
     try:
         if sim:
-            sim_speed = speed or DEFAULT_SIM_SPEED
-            diameter_mm = 2 * (plan.electrode_area_m2 / 3.141592653589793) ** 0.5 * 1e3
-            with start_simulator(run_dir, speed=sim_speed, electrolyte=sim_model, diameter_mm=diameter_mm) as handle:
-                sim_cfg = load_config(handle.config_path)
-                try:  # the simulated rig's own limits (with any RIG_* overrides) apply, as a real rig's would
-                    plan = validate_protocol(text, str(file), limits_from_config(sim_cfg))
-                except ProtocolError as exc:
-                    for issue in exc.issues:
-                        err.print(str(issue), markup=False, highlight=False, soft_wrap=True)
-                    return EXIT_INVALID
-                console.print(f"simulator at {sim_speed:g}x: {', '.join(handle.endpoints.values())}", highlight=False)
-                result = asyncio.run(_execute_checked(plan, sim_cfg, run_dir, text, console, socket_path, headless))
+            lock, sim_name, sock = _lock_for_sim(socket_path, command)
         else:
             assert cfg is not None
-            if speed is not None and speed != 1.0:
-                err.print("--speed applies to --sim only: a real rig runs in real time", highlight=False)
-                return EXIT_INVALID
-            shutil.copy(config, run_dir / "rig.toml")  # type: ignore[arg-type]
-            result = asyncio.run(_execute_checked(plan, cfg, run_dir, text, console, socket_path, headless))
-    except RunError as exc:
-        err.print(str(exc), highlight=False, soft_wrap=True)
-        return EXIT_FAILED
-    return _finish(console, plan, result, run_dir)
+            sock = socket_path or default_socket(cfg.rig.name)
+            lock = RigLock(rig_lock_keys(cfg, socket_path=sock), command=command).acquire()
+    except (RigLocked, RunError) as exc:
+        _say(err, f"rig run: {exc}")
+        return EXIT_INVALID
+    try:
+        run_dir = make_run_dir(root, plan)
+        lock.set_run_dir(run_dir)
+        (run_dir / "protocol.yaml").write_text(text, encoding="utf-8")
+        _say(console, f"run folder: {run_dir}")
+        jlog = JsonLog(run_dir / "run.log.jsonl") if headless else None
+        try:
+            if sim:
+                result = _run_on_sim(
+                    plan, text, file, run_dir, lock, sim_name, sock, speed, sim_model, orphan_grace_s, console, jlog
+                )
+            else:
+                assert cfg is not None and config is not None
+                shutil.copy(config, run_dir / "rig.toml")
+                result = asyncio.run(
+                    execute(
+                        plan,
+                        cfg,
+                        run_dir=run_dir,
+                        protocol_text=text,
+                        console=console,
+                        socket_path=sock,
+                        jlog=jlog,
+                        config_path=config,
+                    )
+                )
+        except ProtocolError as exc:
+            mark_failed(run_dir, "; ".join(str(i) for i in exc.issues), jlog)
+            return _protocol_errors(err, exc)
+        except (RunError, ConfigError) as exc:
+            mark_failed(run_dir, str(exc), jlog)
+            _say(err, f"rig run: {exc}")
+            return EXIT_FAILED
+        except Exception as exc:  # a bug, not an expected failure: the traceback goes to the run folder
+            return _internal_error(run_dir, exc, err, jlog)
+        finally:
+            if jlog is not None:
+                jlog.close()
+        return _finish(console, plan, result, run_dir)
+    finally:
+        lock.release()
+
+
+def _internal_error(run_dir: Path, exc: BaseException, err: Console, jlog: JsonLog | None) -> int:
+    path = run_dir / "traceback.txt"
+    with contextlib.suppress(OSError):
+        path.write_text("".join(traceback.format_exception(exc)))
+    reason = f"internal error: {type(exc).__name__}: {exc} (traceback in {path})"
+    mark_failed(run_dir, reason, jlog)
+    _say(err, f"rig: {reason}")
+    return EXIT_FAILED
+
+
+def _run_on_sim(
+    plan: Plan,
+    text: str,
+    file: Path,
+    run_dir: Path,
+    lock: RigLock,
+    name: str,
+    sock: Path,
+    speed: float | None,
+    sim_model: str,
+    orphan_grace_s: float,
+    console: Console,
+    jlog: JsonLog | None,
+) -> RunResult:
+    """`rig run --sim`: start the simulator for this run, lock its devices too, run, stop it."""
+    sim_speed = speed or DEFAULT_SIM_SPEED
+    diameter_mm = 2 * (plan.electrode_area_m2 / 3.141592653589793) ** 0.5 * 1e3
+    try:
+        with simulator.start_simulator(
+            run_dir, speed=sim_speed, electrolyte=sim_model, diameter_mm=diameter_mm, orphan_grace_s=orphan_grace_s
+        ) as handle:
+            sim_cfg = _renamed(load_config(handle.config_path), name)
+            lock.extend(rig_lock_keys(sim_cfg))
+            # the simulated rig's own limits (with any RIG_* overrides) apply, as a real rig's would
+            plan = validate_protocol(text, str(file), limits_from_config(sim_cfg))
+            _say(console, f"simulator at {sim_speed:g}x: {', '.join(handle.endpoints.values())}")
+            return asyncio.run(
+                execute(
+                    plan,
+                    sim_cfg,
+                    run_dir=run_dir,
+                    protocol_text=text,
+                    console=console,
+                    socket_path=sock,
+                    jlog=jlog,
+                    config_path=handle.config_path,
+                )
+            )
+    except (simulator.SimulatorError, RigLocked) as exc:
+        raise RunError(str(exc)) from None
+
+
+def _renamed(cfg: RigConfig, name: str) -> RigConfig:
+    """The configuration with another rig name (a second simulated rig is `sim-2`)."""
+    if cfg.rig.name == name:
+        return cfg
+    return cfg.model_copy(update={"rig": cfg.rig.model_copy(update={"name": name})})
 
 
 def _finish(console: Console, plan: Plan, result: RunResult, run_dir: Path) -> int:
-    print_result(console, plan, result, run_dir)
+    """summary.json first (it is the record), then the operator's view."""
+    reason = "; ".join([result.reason, *result.left_undone]).strip("; ")
     summary = {
         "state": result.state.value,
-        "reason": result.reason,
+        "reason": reason,
         "ice": result.ice,
         "average_ce": result.average_ce,
         "cycles": [{"cycle": c, "ce": ce} for c, ce in result.ledger.efficiencies()],
         "ocv_v": result.ocv_v,
+        "left_undone": result.left_undone,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    with contextlib.suppress(OSError):
+        print_result(console, plan, dataclasses.replace(result, reason=reason), run_dir)
+    if result.left_undone:
+        return EXIT_FAILED
     return 0 if result.state is RunState.COMPLETED else EXIT_FAILED
-
-
-async def _execute_checked(
-    plan: Plan,
-    cfg: RigConfig,
-    run_dir: Path,
-    text: str,
-    console: Console,
-    socket_path: Path | None,
-    headless: bool = False,
-    resume: ResumeInfo | None = None,
-) -> RunResult:
-    return await execute(
-        plan,
-        cfg,
-        run_dir=run_dir,
-        protocol_text=text,
-        console=console,
-        socket_path=socket_path,
-        headless=headless,
-        resume=resume,
-    )
 
 
 def _run_state(run_dir: Path) -> str | None:
@@ -646,19 +663,24 @@ def load_resume(run_dir: Path, plan: Plan) -> ResumeInfo:
     if not 0 <= step_i < len(plan.steps):
         raise RunError(f"{run_dir}: stored step index {step_i} is outside the plan")
     ledger: list[tuple[int, str, float]] = []
+    test_time = max(float(progress["test_time_s"]), last.test_time_s if last is not None else 0.0)
+    by_safe = 0.0  # charge `rig safe` found passing after the last record (it switched the output off)
     for e in read_events(db):
         if e["kind"] == "step_end" and "charge_c" in e["data"]:
             i = int(e["data"].get("step", -1))
             if 0 <= i < step_i:
                 st = plan.steps[i]
                 ledger.append((st.cycle, st.kind, float(e["data"]["charge_c"])))
-    test_time = max(float(progress["test_time_s"]), last.test_time_s if last is not None else 0.0)
+        elif e["kind"] == "safe" and e["test_time_s"] > test_time and e["data"].get("charge_c"):
+            by_safe += float(e["data"]["charge_c"])
+            test_time = max(test_time, float(e["test_time_s"]))
     step = plan.steps[step_i]
     return ResumeInfo(
         point=ResumePoint(
             step_i=step_i,
             charge_c=float(progress["charge_c"]),
             time_in_step_s=float(progress["time_in_step_s"]),
+            extra_charge_c=by_safe if getattr(step, "current_a", None) is not None else 0.0,
             ledger=tuple(ledger),
             resumes=resumes,
         ),
@@ -676,28 +698,95 @@ def resume_command(
     socket_path: Path | None = None,
     headless: bool = False,
 ) -> int:
-    """`rig resume RUN_DIR`: continue a killed run from its store, re-reading the hardware first."""
+    """`rig resume RUN_DIR`: continue a killed run from its store, re-reading the hardware first.
+
+    A `--sim` run continues on its own simulator, which waited for this (hardware_sim.controller_watch): this
+    process attaches to it, and stops it at the end as `rig run --sim` would have. If it is gone, the simulated
+    cell is gone with it: the run is marked failed."""
     db = run_dir / "run.sqlite"
     try:
         meta = read_meta(db)
     except Exception as exc:
-        err.print(f"{run_dir}: cannot resume: {exc}", highlight=False)
+        _say(err, f"{run_dir}: cannot resume: {exc}")
         return EXIT_INVALID
     text = meta.get("protocol_text")
     if not text:
-        err.print(f"{run_dir}: the store holds no protocol text", highlight=False)
+        _say(err, f"{run_dir}: the store holds no protocol text")
         return EXIT_INVALID
     cfg_path = next((p for p in (run_dir / "rig.toml", run_dir / "sim-rig.toml") if p.exists()), None)
     if cfg_path is None:
-        err.print(f"{run_dir}: no rig.toml or sim-rig.toml in the run folder", highlight=False)
+        _say(err, f"{run_dir}: no rig.toml or sim-rig.toml in the run folder")
         return EXIT_INVALID
+    own_sim = cfg_path.name == "sim-rig.toml"  # started by `rig run --sim` for this run
     try:
         cfg = load_config(cfg_path)
+        if own_sim:
+            cfg = _renamed(cfg, _stored_rig_name(meta) or cfg.rig.name)
         plan = validate_protocol(text, str(run_dir / "protocol.yaml"), limits_from_config(cfg))
         info = load_resume(run_dir, plan)
-    except (RunError, ProtocolError, Exception) as exc:
-        err.print(f"{run_dir}: cannot resume: {exc}", highlight=False)
+    except (RunError, ProtocolError, ConfigError) as exc:
+        _say(err, f"{run_dir}: cannot resume: {exc}")
         return EXIT_FAILED
-    console.print(f"resuming {run_dir} at step {info.point.step_i + 1} (resume #{info.point.resumes})", highlight=False)
-    result = asyncio.run(_execute_checked(plan, cfg, run_dir, text, console, socket_path, headless, info))
-    return _finish(console, plan, result, run_dir)
+    sock = socket_path or default_socket(cfg.rig.name)
+    try:
+        lock = RigLock(rig_lock_keys(cfg, socket_path=sock), command=f"rig resume {run_dir}").acquire()
+    except RigLocked as exc:
+        _say(err, f"rig resume: {exc}")
+        return EXIT_INVALID
+    jlog: JsonLog | None = None
+    attached = False
+    try:
+        lock.set_run_dir(run_dir)
+        jlog = JsonLog(run_dir / "run.log.jsonl") if headless else None
+        if own_sim and cfg.sim.control:
+            try:
+                took = simulator.attach(cfg.sim.control)
+            except simulator.SimulatorError as exc:
+                reason = (
+                    f"the simulator of this --sim run is gone ({exc}); the simulated cell went with it, so the run "
+                    "cannot be continued: marked failed"
+                )
+                mark_failed(run_dir, reason, jlog)
+                _say(err, f"{run_dir}: cannot resume: {reason}")
+                return EXIT_FAILED
+            attached = True
+            unattended = took.get("unattended_s")
+            if unattended is not None:
+                _say(console, f"simulator attached after {float(unattended):.1f} s unattended")
+        _say(console, f"resuming {run_dir} at step {info.point.step_i + 1} (resume #{info.point.resumes})")
+        try:
+            result = asyncio.run(
+                execute(
+                    plan,
+                    cfg,
+                    run_dir=run_dir,
+                    protocol_text=text,
+                    console=console,
+                    socket_path=sock,
+                    jlog=jlog,
+                    resume=info,
+                    config_path=cfg_path,
+                )
+            )
+        except RunError as exc:
+            if jlog is not None:
+                jlog.error(str(exc))
+            _say(err, f"rig resume: {exc}; the run stays resumable (rig resume {run_dir})")
+            return EXIT_FAILED
+        except Exception as exc:
+            return _internal_error(run_dir, exc, err, jlog)
+        return _finish(console, plan, result, run_dir)
+    finally:
+        if attached and cfg.sim.control:
+            simulator.shutdown(cfg.sim.control)
+        if jlog is not None:
+            jlog.close()
+        lock.release()
+
+
+def _stored_rig_name(meta: dict[str, str]) -> str | None:
+    """The rig name the run had (a second simulated rig is `sim-2`), from the configuration stored with it."""
+    with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+        name = json.loads(meta["rig_config"])["rig"]["name"]
+        return str(name) if name else None
+    return None

@@ -2,7 +2,9 @@
 
 Everything here is off the control path: the sampler reads snapshots and hands them to the link's bounded queue;
 the link's own task talks to the broker. Remote commands go to the same engine handlers as the local operator
-socket (pause, resume, abort, ack) and are recorded as events in the run's store.
+socket (pause, resume, abort, ack). `record_event` gets every remote command, accepted or refused with its reason,
+and the link's own notes (a broker that refuses the rig: kind `telemetry`); `rig run` writes them to the run's
+store, the headless JSON log and the events topic.
 """
 
 from __future__ import annotations

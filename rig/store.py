@@ -26,6 +26,7 @@ FLAG_STALE = 1
 FLAG_SUSPENDED = 2
 FLAG_RESUMED = 4
 FLAG_PAUSED = 8
+FLAG_ENDED = 16  # after the protocol: the safe state and the pressure release (no step runs)
 
 
 class StoreError(Exception):
@@ -370,3 +371,44 @@ def read_progress(path: Path) -> dict[str, Any] | None:
         return None
     keys = ("step_index", "cycle", "charge_c", "time_in_step_s", "test_time_s", "state")
     return dict(zip(keys, row, strict=True))
+
+
+@dataclass(frozen=True)
+class StoreOverview:
+    """What a listing of runs needs from one run database, read in one go (`read_overview`)."""
+
+    meta: dict[str, str]
+    progress: dict[str, Any] | None
+    first_event: dict[str, Any] | None
+    last_event: dict[str, Any] | None
+    last_sample: Sample | None
+    samples: int
+
+
+def read_overview(path: Path) -> StoreOverview:
+    """Metadata, progress, first and last event, last sample and the sample count, on one read-only connection;
+    a database that cannot be read raises StoreError naming the file."""
+    conn = _connect(path, create=False)
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        keys = ("step_index", "cycle", "charge_c", "time_in_step_s", "test_time_s", "state")
+        row = conn.execute(f"SELECT {', '.join(keys)} FROM progress WHERE id = 1").fetchone()
+        progress = None if row is None else dict(zip(keys, row, strict=True))
+        events = [
+            conn.execute(f"SELECT test_time_s, unix_time_s, kind, message FROM events ORDER BY id {order} LIMIT 1")
+            .fetchone()
+            for order in ("ASC", "DESC")
+        ]
+        first, last = (
+            None if e is None else {"test_time_s": e[0], "unix_time_s": e[1], "kind": e[2], "message": e[3]}
+            for e in events
+        )
+        have = _sample_columns_present(conn)
+        cols = ", ".join(c if c in have else "NULL" for c in _SAMPLE_COLUMNS)
+        sample = conn.execute(f"SELECT {cols} FROM samples ORDER BY id DESC LIMIT 1").fetchone()
+        count = conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: cannot read the run database: {exc}") from exc
+    finally:
+        conn.close()
+    return StoreOverview(meta, progress, first, last, None if sample is None else Sample(*sample), int(count))

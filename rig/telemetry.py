@@ -4,6 +4,12 @@ One task owns the broker connection. Producers call `publish_telemetry` / `publi
 never wait: messages go into a bounded queue, the oldest is dropped (and counted) when it is full. A broker outage
 therefore never slows the control loop; the task reconnects with exponential backoff, a fresh client each time.
 
+The connection is MQTT 5, and the command topic is subscribed with retain-as-published: the broker keeps the retain
+flag on a command it forwards to the connected rig, so a retained command is refused in every case (under MQTT
+3.1.1 the flag is cleared for a connected subscriber). A broker that speaks MQTT 3.1.1 only is not used; the link
+records one clear event saying so (docs/decisions/0023). One message can never end the link: whatever goes wrong
+while handling it is replied to with a reason and recorded, and the next message is handled as usual.
+
 Topics, under `<prefix>/<rig id>/`:
 - `status` (retained; the last will says `offline`), `telemetry` (a few times a second), `events`;
 - `command` (in: pause, resume, abort, ack only; see `rig.remote_commands`), `command/reply` (out).
@@ -15,13 +21,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import ssl
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from rig.clock import unix_now
 from rig.remote_commands import SCHEMA_VERSION, CommandChecker
@@ -47,14 +58,26 @@ class MqttSettings:
     reconnect_max_s: float = 5.0  # a broker back after an outage is used again within 5 s
     command_secret: str | None = None
     command_max_age_s: float = 30.0
+    timeout_s: float = 5.0  # connect, subscribe, publish
 
     def topic(self, leaf: str) -> str:
         """Full topic name of one of this rig's topics."""
         return f"{self.prefix}/{self.rig_id}/{leaf}"
 
+    @property
+    def address(self) -> str:
+        """host:port of the broker."""
+        return f"{self.host}:{self.port}"
 
-def mqtt_client(settings: MqttSettings, *, identifier: str, will: aiomqtt.Will | None = None) -> aiomqtt.Client:
-    """A fresh aiomqtt client for these settings."""
+
+def mqtt_client(
+    settings: MqttSettings,
+    *,
+    identifier: str,
+    will: aiomqtt.Will | None = None,
+    protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V5,
+) -> aiomqtt.Client:
+    """A fresh aiomqtt client for these settings (MQTT 5 unless told otherwise)."""
     tls: ssl.SSLContext | None = None
     if settings.tls_ca_file is not None:
         tls = ssl.create_default_context(cafile=str(settings.tls_ca_file))
@@ -65,10 +88,92 @@ def mqtt_client(settings: MqttSettings, *, identifier: str, will: aiomqtt.Will |
         password=settings.password,
         identifier=identifier,
         will=will,
+        protocol=protocol,
         keepalive=settings.keepalive_s,
         tls_context=tls,
-        timeout=5.0,
+        timeout=settings.timeout_s,
     )
+
+
+@contextlib.asynccontextmanager
+async def connection(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
+    """`async with client`, except that a failed connect leaves nothing behind.
+
+    aiomqtt 2.x keeps the socket of a connect that timed out open, with a task polling it, until the keepalive runs
+    out; paho's own `disconnect()` closes it at once (aiomqtt has no public handle on its paho client)."""
+    try:
+        await client.__aenter__()
+    except aiomqtt.MqttError:
+        with contextlib.suppress(Exception):
+            client._client.disconnect()
+        raise
+    try:
+        yield client
+    except BaseException as exc:
+        await client.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    await client.__aexit__(None, None, None)
+
+
+_LOGIN_CODES = frozenset({4, 5, 0x86, 0x87, 0x8C})  # bad user name or password, not authorised, bad auth method
+_PROTOCOL_CODES = frozenset({1, 0x84})  # unacceptable (3.1.1) / unsupported (5) protocol version
+
+
+@dataclass(frozen=True)
+class BrokerProblem:
+    """Why the broker could not be used: `kind` says what to fix, `detail` what the client library said."""
+
+    kind: Literal["unreachable", "lost", "login", "mqtt311", "refused"]
+    address: str
+    detail: str
+
+    def line(self, *, fix_address: str, fix_login: str) -> str:
+        """One line for an operator: what happened, where, and what to do."""
+        where = f"the MQTT broker at {self.address}"
+        if self.kind == "login":
+            return f"{where} refused the login: {self.detail}; {fix_login}"
+        if self.kind == "mqtt311":
+            return (
+                f"{where} does not speak MQTT 5 ({self.detail}): rigs need MQTT 5 (Mosquitto 1.6 or later) to "
+                "tell retained commands from live ones (docs/decisions/0023)"
+            )
+        if self.kind == "refused":
+            return f"{where} refused the connection: {self.detail}"
+        if self.kind == "lost":
+            return f"lost the connection to {where}: {self.detail}"
+        if "SSL" in self.detail or "certificate" in self.detail:
+            return f"cannot reach {where} over TLS: {self.detail}; check its certificate and the CA file"
+        return f"cannot reach {where}: {self.detail}; is it running? {fix_address}"
+
+
+async def broker_problem(settings: MqttSettings, exc: aiomqtt.MqttError, *, connected: bool = False) -> BrokerProblem:
+    """Classify a failed or lost connection; a connect that MQTT 5 got no answer to is tried once with MQTT 3.1.1."""
+    if isinstance(exc, MqttConnectError):
+        rc = exc.rc
+        code = rc.value if isinstance(rc, ReasonCode) else rc
+        text = str(rc) if isinstance(rc, ReasonCode) else str(exc).removeprefix(f"[code:{rc}] ")
+        if code in _PROTOCOL_CODES:
+            return BrokerProblem("mqtt311", settings.address, text)
+        return BrokerProblem("login" if code in _LOGIN_CODES else "refused", settings.address, text)
+    detail = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)) or type(exc).__name__
+    if connected:
+        return BrokerProblem("lost", settings.address, detail)
+    if "timed out" in detail and await _answers_mqtt311(settings):  # amqtt 0.12 misreads an MQTT 5 connect and waits
+        detail = f"no answer to MQTT 5 within {settings.timeout_s:g} s, an answer to MQTT 3.1.1"
+        return BrokerProblem("mqtt311", settings.address, detail)
+    return BrokerProblem("unreachable", settings.address, detail)
+
+
+async def _answers_mqtt311(settings: MqttSettings) -> bool:
+    """Whether the broker answers an MQTT 3.1.1 connect (accepted or not); the connection is closed at once."""
+    probe = mqtt_client(settings, identifier=f"probe-{uuid.uuid4().hex[:12]}", protocol=aiomqtt.ProtocolVersion.V311)
+    try:
+        async with connection(probe):
+            return True
+    except MqttConnectError:
+        return True  # a 3.1.1 CONNACK all the same (e.g. a refused login)
+    except aiomqtt.MqttError:
+        return False
 
 
 class TelemetryLink:
@@ -98,6 +203,9 @@ class TelemetryLink:
         self.dropped = 0
         self.rejected = 0
         self.accepted = 0
+        self.record_errors = 0  # events the recorder refused (the reply still went out)
+        self.problem: BrokerProblem | None = None  # the last recorded reason the broker could not be used
+        self._last_fault = ""
 
     # ------------------------------------------------------------ producers: never wait
     def publish_telemetry(self, data: dict[str, Any]) -> None:
@@ -157,30 +265,72 @@ class TelemetryLink:
         body = {"schema": SCHEMA_VERSION, "rig": self.settings.rig_id, "unix_time_s": self._now(), **self._status}
         return json.dumps(body).encode()
 
+    def _note(self, kind: str, message: str, data: dict[str, Any]) -> None:
+        """Record an event of the link itself; a recorder that fails is counted, never raised."""
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(kind, message, data)
+        except Exception:
+            self.record_errors += 1
+
     async def _run(self) -> None:
         delay = self.settings.reconnect_min_s
         offline = json.dumps({"schema": SCHEMA_VERSION, "rig": self.settings.rig_id, "state": "offline"}).encode()
         will = aiomqtt.Will(self.settings.topic("status"), offline, qos=1, retain=True)
         while True:
+            entered = False
             try:
                 client = mqtt_client(self.settings, identifier=f"rig-{self.settings.rig_id}", will=will)
-                async with client:
+                async with connection(client):
+                    entered = True
                     self.connected = True
                     self.connects += 1
+                    self.problem = None
                     delay = self.settings.reconnect_min_s
                     self._status_dirty.set()
-                    await client.subscribe(self.settings.topic("command"), qos=1)
+                    await self._subscribe_commands(client)
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._pump(client))
                         tg.create_task(self._status_pump(client))
                         tg.create_task(self._listen(client))
-            except* aiomqtt.MqttError:
-                pass
+            except* aiomqtt.MqttError as group:
+                if not entered:
+                    await self._connect_failed(group.exceptions[0])
             except* OSError:
                 pass
+            except* Exception as group:  # a fault of the link itself: noted (once), a fresh connection after the delay
+                fault = f"MQTT link error, reconnecting: {_brief(group.exceptions[0])}"
+                if fault != self._last_fault:
+                    self._last_fault = fault
+                    self._note("telemetry", fault, {})
             self.connected = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    async def _connect_failed(self, exc: BaseException) -> None:
+        """A broker that refuses the rig (login, MQTT 3.1.1 only) is recorded once; an outage is not (it is retried)."""
+        if not isinstance(exc, aiomqtt.MqttError):
+            return
+        problem = await broker_problem(self.settings, exc)
+        if problem.kind in ("unreachable", "lost") or problem == self.problem:
+            return
+        self.problem = problem
+        line = problem.line(fix_address="", fix_login="check the [telemetry] username and the broker password")
+        self._note("telemetry", f"telemetry and remote commands off: {line}", {"broker": problem.address})
+
+    async def _subscribe_commands(self, client: aiomqtt.Client) -> None:
+        """Commands at QoS 1 with retain-as-published: a retained command keeps its flag even while we are connected."""
+        options = SubscribeOptions(qos=1, retainAsPublished=True)
+        granted = await client.subscribe(self.settings.topic("command"), options=options)
+        refused = [str(code) for code in granted if isinstance(code, ReasonCode) and code.is_failure]
+        if refused:
+            self._note(
+                "telemetry",
+                f"remote commands off: the broker refused the subscription to {self.settings.topic('command')} "
+                f"({', '.join(refused)})",
+                {"broker": self.settings.address},
+            )
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         while True:
@@ -200,28 +350,55 @@ class TelemetryLink:
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            raw = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            await self._command(client, raw, retained=bool(message.retain))
-
-    async def _command(self, client: aiomqtt.Client, raw: bytes, *, retained: bool) -> None:
-        verdict = self._checker.check(raw, retained=retained, now_unix_s=self._now())
-        reply: dict[str, Any] = {"schema": SCHEMA_VERSION, "rig": self.settings.rig_id, "id": verdict.command_id}
-        handler = self._handlers.get(verdict.cmd or "") if verdict.ok else None
-        if verdict.ok and handler is None:
-            verdict_ok, reason = False, f"not available on this rig: {verdict.cmd}"
-        else:
-            verdict_ok, reason = verdict.ok, verdict.reason
-        if verdict_ok and handler is not None:
             try:
-                result = await handler()
-                reply.update(ok=True, cmd=verdict.cmd, result=result)
-                self.accepted += 1
-            except Exception as exc:
-                reply.update(ok=False, cmd=verdict.cmd, reason=f"{type(exc).__name__}: {exc}")
+                await self._command(client, message)
+            except aiomqtt.MqttError:
+                raise  # the connection itself failed: the link reconnects
+            except Exception as exc:  # never expected (_command catches its own): one message never ends the link
+                self.rejected += 1
+                self._note("remote_command_rejected", f"None: error while handling a command: {_brief(exc)}", {})
+
+    async def _command(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """Check one command, act on it if it may act, record it, and reply; whatever fails costs only this one."""
+        cid: str | None = None
+        cmd: str | None = None
+        result: dict[str, Any] | None = None
+        try:
+            raw = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            verdict = self._checker.check(raw, retained=bool(message.retain), now_unix_s=self._now())
+            cid, cmd = verdict.command_id, verdict.cmd
+            handler = self._handlers.get(verdict.cmd or "") if verdict.ok else None
+            if verdict.ok and handler is None:
+                ok, reason = False, f"not available on this rig: {verdict.cmd}"
+            elif handler is not None:
+                try:
+                    result, ok, reason = await handler(), True, "accepted"
+                except Exception as exc:
+                    ok, reason = False, f"failed: {_brief(exc)}"
+            else:
+                ok, reason = False, verdict.reason
+        except Exception as exc:  # a bug in checking: the command is refused, with the error as its reason
+            ok, reason = False, f"error while handling the command: {_brief(exc)}"
+        if ok:
+            self.accepted += 1
         else:
             self.rejected += 1
-            reply.update(ok=False, cmd=verdict.cmd, reason=reason)
-        if self._on_event is not None:
-            kind = "remote_command" if reply["ok"] else "remote_command_rejected"
-            self._on_event(kind, f"{verdict.cmd}: {reply.get('reason', 'accepted')}", {"id": verdict.command_id})
-        await client.publish(self.settings.topic("command/reply"), json.dumps(reply).encode(), qos=1)
+        kind = "remote_command" if ok else "remote_command_rejected"
+        try:
+            if self._on_event is not None:
+                self._on_event(kind, f"{cmd}: {reason}", {"id": cid})
+        except Exception:
+            self.record_errors += 1  # the store or the log refused it; the reply below still goes out
+        reply: dict[str, Any] = {"schema": SCHEMA_VERSION, "rig": self.settings.rig_id, "id": cid, "ok": ok, "cmd": cmd}
+        if ok:
+            reply["result"] = result
+        else:
+            reply["reason"] = reason
+        body = json.dumps(reply, default=str).encode()
+        await client.publish(self.settings.topic("command/reply"), body, qos=1)
+
+
+def _brief(exc: BaseException, limit: int = 200) -> str:
+    """`Type: message`, on one line and at most `limit` characters."""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

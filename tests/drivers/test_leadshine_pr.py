@@ -319,12 +319,25 @@ async def test_position_is_int32_pulses_times_um_per_pulse() -> None:
         assert await rig.press.position_um() == -3.75
 
 
-async def test_verify_safe_sets_limits_then_checks_alarm() -> None:
-    async with session([*LIMITS, read(0x2203, 0)]) as rig:
+async def test_verify_safe_sets_limits_then_checks_alarm_and_status() -> None:
+    async with session([*LIMITS, read(0x2203, 0), read(0x1003, 0x0002)]) as rig:
         settings = await rig.press.verify_safe(-100.0, 1000.0)
     assert settings["travel_limits_um"] == (-100.0, 1000.0)
     assert settings["travel_limits_pulses"] == (-160, 1600)
     assert settings["alarm_code"] == 0
+
+
+async def test_verify_safe_refuses_a_fault_bit_with_no_alarm_code() -> None:
+    # 0x0003: fault and enabled at rest, alarm code 0 (seen from a drive); `rig check` and `rig run` share this check
+    async with session([*LIMITS, read(0x2203, 0), read(0x1003, 0x0003)]) as rig:
+        with pytest.raises(DeviceAlarm, match="fault bit set with no alarm code"):
+            await rig.press.verify_safe(-100.0, 1000.0)
+
+
+async def test_verify_safe_refuses_a_disabled_drive() -> None:
+    async with session([*LIMITS, read(0x2203, 0), read(0x1003, 0x0000)]) as rig:
+        with pytest.raises(DeviceError, match="not enabled"):
+            await rig.press.verify_safe(-100.0, 1000.0)
 
 
 async def test_verify_safe_refuses_an_active_alarm() -> None:

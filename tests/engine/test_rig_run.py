@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from hardware_sim.control_port import control_request
-from rig.store import read_events, read_samples
+from rig.store import FLAG_ENDED, read_events, read_samples
 from tests.support.rig_cli import rig_env, run_rig
 from tests.support.waiting import wait_for
 
@@ -43,7 +43,8 @@ def test_rig_run_sim_completes_and_prints_the_coulombic_efficiency(tmp_path: Pat
     times = [s.test_time_s for s in samples]
     assert times == sorted(times) and len(times) > 50
     # pressure held during plating and stripping: the controller's reading stays within 5 kPa of 180
-    electro = [s for s in samples if s.step_count in (2, 3) and s.pressure_pa is not None]
+    # (samples after the protocol, FLAG_ENDED, record the release at the end)
+    electro = [s for s in samples if s.step_count in (2, 3) and s.pressure_pa is not None and not s.flags & FLAG_ENDED]
     assert electro and max(abs(s.pressure_pa - 180e3) for s in electro if s.pressure_pa) < 5e3
     kinds = [e["kind"] for e in read_events(run_dir / "run.sqlite")]
     assert kinds.count("step") == 3 and "summary" in kinds

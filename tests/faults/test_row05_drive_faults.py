@@ -141,4 +141,4 @@ async def test_a_drive_that_never_answers_again_escalates_to_abort_after_the_max
     assert t_end - t_suspend >= 8.0  # not before the max suspend time (experiment seconds)
     msgs = [e["message"] for e in read_events(tmp_path / "run.sqlite")]
     assert any(m.startswith("escalated to abort: suspended for") and "(press)" in m for m in msgs)
-    assert any(m.startswith("release failed, pressure held") for m in msgs)  # the press could not move
+    assert any(m.startswith("pressure not released, held where it is") for m in msgs)  # the press could not move

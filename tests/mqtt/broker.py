@@ -1,4 +1,4 @@
-"""A real MQTT broker for tests: Mosquitto with a generated password file and ACL, or amqtt where it is absent.
+"""A real MQTT broker for tests: Mosquitto with a generated password file and ACL, or amqtt (MQTT 3.1.1 only).
 
 Both run as their own process on a free loopback port, so `stop()` is a real outage (connections drop, the port
 refuses) and `start()` brings the same broker back on the same port. The ACL is the same for both: each rig account
@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-USERS = {"rig-a": "pw-rig-a", "rig-b": "pw-rig-b", "viewer": "pw-viewer", "operator": "pw-operator"}
-RIGS = ("rig-a", "rig-b")
+import pytest
+
+# `sim` is the name `rig run --sim` gives its simulated rig (tests/mqtt/rig_process.py)
+USERS = {"rig-a": "pw-rig-a", "rig-b": "pw-rig-b", "sim": "pw-sim", "viewer": "pw-viewer", "operator": "pw-operator"}
+RIGS = ("rig-a", "rig-b", "sim")
 ACL = """pattern readwrite rig/%u/#
 user viewer
 topic read rig/#
@@ -67,6 +70,24 @@ def broker_kind() -> Kind | None:
     if mosquitto_path() is not None:
         return "mosquitto"
     return "amqtt" if amqtt_available() else None
+
+
+MQTT5_ONLY = (
+    "the rig speaks MQTT 5 and amqtt 0.12 speaks MQTT 3.1.1 only: this test needs Mosquitto "
+    "(apt-get install mosquitto; docs/decisions/0023)"
+)
+
+
+def require_mqtt5_broker() -> Kind:
+    """The MQTT 5 broker kind for a test (Mosquitto); skip (fail in CI) where there is none."""
+    kind = broker_kind()
+    if kind == "mosquitto":
+        return kind
+    if os.environ.get("CI"):
+        pytest.fail(f"no MQTT 5 broker in CI ({BROKER_ENV}={os.environ.get(BROKER_ENV)}): .ci/run installs mosquitto")
+    if kind is None:
+        pytest.fail(f"no MQTT broker: install mosquitto ({BROKER_ENV}={os.environ.get(BROKER_ENV)})")
+    pytest.skip(MQTT5_ONLY)
 
 
 def amqtt_config(

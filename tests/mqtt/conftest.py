@@ -1,5 +1,11 @@
-"""Fixtures: a real MQTT broker per test (Mosquitto, or amqtt where it is absent), on a free port, with passwords
-and an ACL. RIG_TEST_BROKER=amqtt forces the amqtt fallback (to test it where Mosquitto is installed)."""
+"""Fixtures: a real MQTT broker per test, on a free port, with passwords and an ACL.
+
+The rig speaks MQTT 5 (docs/decisions/0023), so `broker` is Mosquitto: amqtt 0.12, the pure-Python fallback of
+docs/decisions/0020, speaks MQTT 3.1.1 only and refuses the rig's connection. Where Mosquitto is missing (or
+RIG_TEST_BROKER=amqtt forces amqtt) the tests that need `broker` are skipped with that reason; in CI they fail, and
+.ci/run installs Mosquitto. `mqtt311_broker` is amqtt on purpose: it proves that the rig refuses such a broker
+clearly instead of falling back to MQTT 3.1.1.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +15,28 @@ from pathlib import Path
 
 import pytest
 
-from tests.mqtt.broker import BROKER_ENV, Broker, broker_kind
+from tests.mqtt.broker import BROKER_ENV, Broker, amqtt_available, require_mqtt5_broker
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    """A broker, started; stopped after the test."""
-    kind = broker_kind()
-    if kind is None:
-        if os.environ.get("CI"):
-            pytest.fail("no MQTT broker in CI: .ci/run installs mosquitto with apt-get (amqtt comes with .[dev])")
-        pytest.fail(
-            f"no MQTT broker: install mosquitto or amqtt (pip install -e '.[dev]'); {BROKER_ENV}="
-            f"{os.environ.get(BROKER_ENV)}"
-        )
-    b = Broker(tmp_path / "broker", kind=kind)
+    """An MQTT 5 broker (Mosquitto), started; stopped after the test."""
+    b = Broker(tmp_path / "broker", kind=require_mqtt5_broker())
+    b.folder.mkdir()
+    b.configure()
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def mqtt311_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker that speaks MQTT 3.1.1 only (amqtt 0.12), started; stopped after the test."""
+    if not amqtt_available():
+        pytest.fail(f"amqtt is not installed: pip install -e '.[dev]' ({BROKER_ENV}={os.environ.get(BROKER_ENV)})")
+    b = Broker(tmp_path / "broker-311", kind="amqtt")
     b.folder.mkdir()
     b.configure()
     b.start()

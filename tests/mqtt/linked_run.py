@@ -3,7 +3,8 @@
 The engine runs under tests/support/run_harness.py `running(...)` (store, supervisor, the model's truth recorded);
 `rig.run_telemetry.run_telemetry` samples `run_snapshot(engine.progress(), controller.status())` into a
 TelemetryLink on the broker; remote pause/resume/abort/ack go to the engine's own handlers (each call counted in
-`LinkedRun.calls`) and remote-command events go to the run's store, exactly as in `rig run`.
+`LinkedRun.calls`) and remote-command events go to the run's store and the events topic, as in `rig run` (which also
+writes them to the headless JSON log: tests/mqtt/test_hostile_commands_on_a_rig_run.py checks all three).
 """
 
 from __future__ import annotations
@@ -69,8 +70,12 @@ async def linked_run(
             )
             engine, store, clock = r.engine, r.store, r.rig.clock
 
+            links: list[TelemetryLink] = []
+
             def record_remote(kind: str, message: str, data: dict[str, Any]) -> None:
                 store.event(kind, message, test_time_s=clock.now(), unix_time_s=unix_now(), data=data)
+                for published in links:
+                    published.publish_event(kind, message, data)
 
             calls: list[str] = []
 
@@ -94,6 +99,7 @@ async def linked_run(
                 record_event=record_remote,
             ) as link:
                 assert link is not None
+                links.append(link)
                 for _ in range(500):
                     if link.connected:
                         break

@@ -216,3 +216,84 @@ async def test_a_broker_outage_never_blocks_producers_and_telemetry_resumes(brok
         # telemetry resumed by itself: the newest message arrives, after whatever of the backlog was still queued
         assert ns[-1] == 1000
         assert all(n >= 450 for n in ns)  # the oldest were the ones dropped
+
+
+class FlakyClock:
+    """The link's wall clock, made to fail once on demand (as a faulty time source would)."""
+
+    def __init__(self) -> None:
+        self.fail_next = False
+
+    def __call__(self) -> float:
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError("clock source gone")
+        return time.time()
+
+
+async def test_a_fault_while_handling_one_command_costs_only_that_command(broker: Broker) -> None:
+    # issue 14 item 6: whatever goes wrong with one message is replied to and recorded; the link stays up
+    rec, clock = Recorder(), FlakyClock()
+    refuse_next = [False]
+
+    def recorder(kind: str, message: str, data: dict[str, Any]) -> None:
+        if refuse_next[0]:
+            refuse_next[0] = False
+            raise RuntimeError("the store refused the event")
+        rec.on_event(kind, message, data)
+
+    settings = _settings(broker, "rig-a")
+    link = TelemetryLink(settings, handlers=rec.handlers(), on_event=recorder, now_unix=clock)
+    await link.start()
+    try:
+        for _ in range(200):
+            if link.connected:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # the first status is out: from here only commands read the clock
+        clock.fail_next = True
+        broken_clock = await _send(
+            broker, json.dumps(make_command("pause", command_id="clock-00001", issued_unix_s=1.0)).encode()
+        )
+        refuse_next[0] = True
+        refused_record = await _send(broker, b"{not json")
+        good = await _send(
+            broker, json.dumps(make_command("pause", command_id="good-000002", issued_unix_s=time.time())).encode()
+        )
+        connects, record_errors = link.connects, link.record_errors
+    finally:
+        await link.close()
+    assert (
+        broken_clock["ok"] is False
+        and "error while handling the command: OSError: clock source gone" in broken_clock["reason"]
+    )
+    assert refused_record["ok"] is False and "malformed" in refused_record["reason"] and record_errors == 1
+    assert good["ok"] is True and rec.calls == ["pause"]
+    assert connects == 1
+    assert [(k, m.split(":")[0]) for k, m, _ in rec.events] == [
+        ("remote_command_rejected", "None"),
+        ("remote_command", "pause"),
+    ]
+    assert "clock source gone" in rec.events[0][1]
+
+
+async def test_a_broker_that_speaks_only_mqtt_311_is_refused_clearly(mqtt311_broker: Broker) -> None:
+    # issue 14 item 7: the rig never falls back to MQTT 3.1.1 (it could not tell a retained command from a live one)
+    rec = Recorder()
+    link = TelemetryLink(
+        _settings(mqtt311_broker, "rig-a", timeout_s=1.0), handlers=rec.handlers(), on_event=rec.on_event
+    )
+    await link.start()
+    try:
+        for _ in range(150):
+            if rec.events or link.connected:
+                break
+            await asyncio.sleep(0.05)
+        connected = link.connected
+    finally:
+        await link.close()
+    assert not connected
+    assert [k for k, _, _ in rec.events] == ["telemetry"], rec.events
+    message = rec.events[0][1]
+    assert f"127.0.0.1:{mqtt311_broker.port}" in message and "does not speak MQTT 5" in message
+    assert "answer to MQTT 3.1.1" in message

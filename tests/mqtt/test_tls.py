@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from rig.telemetry import MqttSettings, TelemetryLink, mqtt_client
-from tests.mqtt.broker import USERS, Broker, broker_kind
+from tests.mqtt.broker import USERS, Broker, require_mqtt5_broker
 
 
 def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
@@ -52,9 +52,7 @@ def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
 @pytest.fixture
 def tls_broker(tmp_path: Path) -> Iterator[Broker]:
     """A broker (as the `broker` fixture picks it) listening with TLS only."""
-    kind = broker_kind()
-    if kind is None:
-        pytest.fail("no MQTT broker: install mosquitto or amqtt (pip install -e '.[dev]')")
+    kind = require_mqtt5_broker()
     folder = tmp_path / "tls-broker"
     folder.mkdir()
     cert, key = self_signed(folder, "broker")

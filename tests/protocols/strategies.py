@@ -18,6 +18,11 @@ DENSITY_UNITS = [("mA/cm^2", 10.0), ("A/m^2", 1.0), ("uA/cm^2", 1e-2), ("mA/cm²
 AREAL_UNITS = [("mAh/cm^2", 36000.0), ("uAh/cm^2", 36.0), ("C/m^2", 1.0)]
 CHARGE_UNITS = [("mAh", 3.6), ("C", 1.0), ("uAh", 3.6e-3)]
 VOLTAGE_UNITS = [("V", 1.0), ("mV", 1e-3)]
+#: Characters of valid text: not the line breaks only YAML 1.1 sees, which the emitter may write raw and the loader
+#: refuses (ADR 0022; their escapes `\N`, `\L`, `\P` in double quotes are text like any other).
+TEXT = st.characters(exclude_characters="\x85\u2028\u2029", exclude_categories=("Cs",))
+MAX_DENSITY_A_M2 = 100.0  # 10 mA/cm², the rig's default plausibility limit
+MAX_AREAL_C_M2 = 720_000.0  # 20 mAh/cm², the bound of an areal capacity
 
 
 @st.composite
@@ -59,10 +64,11 @@ class _Gen:
             body["rate"] = d(quantity(10.0, 5e3, RATE_UNITS))[0]
         if d(st.booleans()):
             body["tolerance"] = d(quantity(100.0, 5e3, PRESSURE_UNITS))[0]
+        settle_s = 60.0  # the default
         if d(st.booleans()):
-            body["settle"] = d(quantity(1.0, 600.0, DURATION_UNITS))[0]
-        if d(st.booleans()):
-            body["timeout"] = d(quantity(60.0, 3600.0, DURATION_UNITS))[0]
+            body["settle"], settle_s = d(quantity(1.0, 600.0, DURATION_UNITS))
+        if d(st.booleans()):  # a timeout is longer than the settle time (ADR 0022)
+            body["timeout"] = d(quantity(max(60.0, 2 * settle_s), 3600.0, DURATION_UNITS))[0]
         if d(st.booleans()):
             body["on_resume"] = d(st.sampled_from(["continue", "restart", "abort"]))
         return {"pressure": body}, [("pressure", pa)]
@@ -76,7 +82,7 @@ class _Gen:
         body: dict[str, Any] = {"duration": text}
         self.own_pressure(body)
         if self.draw(st.booleans()):
-            body["label"] = self.draw(st.text(max_size=20))
+            body["label"] = self.draw(st.text(TEXT, max_size=20))
         return {kind: body}, [(kind, seconds)]
 
     def current(self, body: dict[str, Any]) -> float:
@@ -84,7 +90,8 @@ class _Gen:
             text, density = self.draw(quantity(0.1, 100.0, DENSITY_UNITS))  # 0.01–10 mA/cm²
             body["current_density"] = text
             return density * self.area_m2
-        text, amps = self.draw(quantity(1e-6, 50e-3, CURRENT_UNITS))
+        # at most 10 mA/cm² on this electrode: the default current-density limit (ADR 0022)
+        text, amps = self.draw(quantity(1e-6, min(50e-3, MAX_DENSITY_A_M2 * self.area_m2), CURRENT_UNITS))
         body["current"] = text
         return amps
 
@@ -97,8 +104,8 @@ class _Gen:
             text, per_m2 = d(quantity(360.0, 180000.0, AREAL_UNITS))  # 0.01–5 mAh/cm²
             body["capacity"] = text
             charge = per_m2 * self.area_m2
-        elif end == "absolute":
-            text, charge = d(quantity(3.6e-3, 36.0, CHARGE_UNITS))  # 1 µAh – 10 mAh
+        elif end == "absolute":  # 1 µAh – 10 mAh, at most 20 mAh/cm² on this electrode
+            text, charge = d(quantity(3.6e-3, min(36.0, MAX_AREAL_C_M2 * self.area_m2), CHARGE_UNITS))
             body["capacity"] = text
         else:
             text, seconds = d(quantity(1.0, 36000.0, DURATION_UNITS))
@@ -122,7 +129,7 @@ class _Gen:
         amps = self.current(body)
         body["cutoff"] = d(quantity(0.05, 2.9, VOLTAGE_UNITS))[0]
         if not after_plate or d(st.booleans()):
-            text, charge = d(quantity(3.6e-3, 36.0, CHARGE_UNITS))
+            text, charge = d(quantity(3.6e-3, min(36.0, MAX_AREAL_C_M2 * self.area_m2), CHARGE_UNITS))
             if charge / amps > 300 * 86400:
                 text = f"{amps * 3600.0!r} C"
             body["capacity_limit"] = text
@@ -176,8 +183,8 @@ def valid_protocols(draw: st.DrawFn) -> Generated:
     gen = _Gen(draw, area_m2)
     steps, flat, plated = gen.steps(0, first_pressure=True)
     doc: dict[str, Any] = {
-        "name": draw(st.text(min_size=1, max_size=30).filter(lambda s: s.strip() != "")),
-        "description": draw(st.text(max_size=50)),
+        "name": draw(st.text(TEXT, min_size=1, max_size=30).filter(lambda s: s.strip() != "")),
+        "description": draw(st.text(TEXT, max_size=50)),
         "operator": draw(st.sampled_from(["", "lab", "Ada Lovelace"])),
         "cell": {
             "id": draw(st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)),

@@ -185,12 +185,12 @@ def test_the_cell_must_match_the_rigs_electrode_when_the_rig_names_one() -> None
 def test_compliance_and_current_limits_come_from_the_rig() -> None:
     text = protocol_text(
         "  - pressure: {target: 180 kPa}\n"
-        "  - plate: {current: 20 mA, capacity: 1 mAh}\n"
-        "  - strip: {current: 20 mA, cutoff: 1.5 V}\n"
+        "  - plate: {current: 10 mA, capacity: 1 mAh}\n"
+        "  - strip: {current: 10 mA, cutoff: 1.5 V}\n"
     )
     validate_protocol(text, "p.yaml")
     with pytest.raises(ProtocolError) as info:
-        validate_protocol(text, "p.yaml", RigLimits(max_current_a=0.01, voltage_compliance_v=1.2))
+        validate_protocol(text, "p.yaml", RigLimits(max_current_a=0.005, voltage_compliance_v=1.2))
     assert [(i.mark.line, i.message.split(":")[0]) for i in info.value.issues] == [
         (10, "`current`"),
         (11, "`current`"),

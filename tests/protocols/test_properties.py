@@ -21,6 +21,7 @@ from protocols import (
 )
 
 from .strategies import Generated, mutated, valid_protocols
+from .test_line_positions import editor_lines
 
 LIBRARY = sorted((Path(__file__).resolve().parents[2] / "protocols" / "library").glob("*.yaml"))
 LIBRARY_TEXTS = [p.read_text(encoding="utf-8") for p in LIBRARY]
@@ -83,9 +84,10 @@ def _only_protocol_errors(text: str) -> Plan | None:
     try:
         plan = validate_protocol(text, "mutated.yaml")
     except ProtocolError as exc:
-        lines = text.count("\n") + text.count("\r") + 2
+        lines = editor_lines(text)  # an editor's lines (LF, CRLF, CR): not YAML 1.1's (ADR 0022)
         for issue in exc.issues:
-            assert 1 <= issue.mark.line <= lines and issue.mark.col >= 1
+            assert 1 <= issue.mark.line <= len(lines), f"{issue} is past the last line ({len(lines)})"
+            assert 1 <= issue.mark.col <= len(lines[issue.mark.line - 1]) + 1, f"{issue} is past the end of its line"
             assert str(issue).startswith(f"mutated.yaml:{issue.mark.line}:{issue.mark.col}: ")
             assert issue.message
         return None

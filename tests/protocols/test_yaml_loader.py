@@ -76,3 +76,29 @@ def test_what_cannot_be_read_past_raises_at_once(text: str, where: tuple[int, in
 def test_huge_files_are_refused() -> None:
     with pytest.raises(ProtocolError, match="too large"):
         load_yaml("a: " + "x" * 1_000_001, "f.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [('a: "x\\U0011FFFFy"\n', (1, 6)), ('a: 1\nb: "\\U7FFFFFFF"\n', (2, 5)), ('a: "\\U80010000"', (1, 5))],
+)
+def test_an_escape_past_unicode_is_a_syntax_error_not_a_crash(text: str, where: tuple[int, int]) -> None:
+    with pytest.raises(ProtocolError) as info:
+        load_yaml(text, "f.yaml")
+    (issue,) = info.value.issues
+    assert (issue.mark.line, issue.mark.col) == where
+    assert "is not a Unicode character" in issue.message
+
+
+@pytest.mark.parametrize(
+    ("text", "where"), [('a: "x\\uD800y"\n', (1, 4)), ('a:\n  "\\uDFFF": 1\n', (2, 3)), ("a: [1, '\\ud800']\n", None)]
+)
+def test_half_a_surrogate_pair_is_no_text(text: str, where: tuple[int, int] | None) -> None:
+    """`\\uD800` in double quotes would reach the display and the store as an unencodable character."""
+    if where is None:  # only double quotes have escapes: in single quotes it is plain text
+        assert load_yaml(text, "f.yaml").issues == ()
+        return
+    doc = load_yaml(text, "f.yaml")
+    (issue,) = doc.issues
+    assert (issue.mark.line, issue.mark.col) == where
+    assert "surrogate" in issue.message

@@ -185,14 +185,17 @@ def test_the_interval_covers_the_truth_as_often_as_it_claims(porosity: float, cr
 
 
 def test_the_report_says_when_the_porosity_is_not_resolved() -> None:
+    from rig.analysis import DepositAnalysis, porosity_verdict
     from rig.porosity import DepositFit, DriftUncertainty
-    from rig.report import porosity_text
 
     fit = DepositFit(9.5, 0.0, 3.0, 60.0, 0.25, 0.0, 0.4, 500, 1.0)  # φ = 1 − 8.86/9.5 = 6.7 %
+    dep = DepositAnalysis(fit, [ThicknessPoint(float(i), 0.0, 0.0) for i in range(500)], 180e3, 0.022, True)
     narrow = DriftUncertainty(0.2, 1 - DENSE / 9.3, 1 - DENSE / 9.7, 0.0008, 0.22, 48)
     wide = DriftUncertainty(3.0, 1 - DENSE / 6.5, 1 - DENSE / 12.5, 0.0008, 0.022, 48)
     open_low = DriftUncertainty(12.0, -math.inf, 1 - DENSE / 21.5, 0.0008, 0.005, 48)
-    assert porosity_text(fit, None) == "7 %"
-    assert porosity_text(fit, narrow) == "7 % (1σ 5 … 9 % from the load cell's drift)"
-    assert porosity_text(fit, wide) == "not resolved: 7 % (1σ -36 … 29 % from the load cell's drift)"
-    assert porosity_text(fit, open_low).startswith("not resolved: 7 % (1σ −∞ … 59 %")
+    assert porosity_verdict(dep, narrow).text() == "7 % (1σ 5 … 9 % from the load cell's drift)"
+    assert porosity_verdict(dep, wide).text() == (
+        "not resolved: 7 %, but the load cell's drift leaves 1σ 0 … 29 % (9.50 ± 3.0 µm per mAh/cm²)"
+    )
+    # the drift's ±12 µm per mAh/cm² is more than the whole dense deposit: no value, and why
+    assert porosity_verdict(dep, open_low).text().startswith("not resolved: run too short for this load path: 1.00")

@@ -1,0 +1,73 @@
+"""Issue 14 C13: the display and `rig status` at the moments that matter.
+
+- After `rig abort` the reply says aborted with the output off, and at once `rig status` and the display say so
+  (with the reason, and "releasing pressure" while that goes on), never "running … −0.5655 mA".
+- Paused and suspended come with their reason; `rig status` has the current and the output state, and no voltage
+  while the output is off.
+- "remaining" counts down within a step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from hardware_sim.control_port import control_request
+from tests.operator.rig_process import LONG_PLATE, rig_process, run_dir_of, sim_info, truth
+from tests.support.rig_cli import rig_env, run_rig
+from tests.support.waiting import wait_for
+
+
+def _rig(env: dict[str, str], *args: str) -> dict[str, Any]:
+    out = run_rig(*args, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    reply: dict[str, Any] = json.loads(out.stdout)
+    return reply
+
+
+def test_status_and_display_tell_the_truth_through_pause_suspension_and_abort(tmp_path: Path) -> None:
+    env = rig_env(tmp_path)
+    runs = tmp_path / "runs"
+    with rig_process("run", str(LONG_PLATE), "--sim", "--speed", "20", "--runs", str(runs), env=env) as proc:
+        control = sim_info(run_dir_of(runs))["control"]
+        wait_for(lambda: truth(control)["current_a"] < -1e-5, 120, "plating")
+        wait_for(lambda: _rig(env, "status")["state"] == "running", 30, "running")
+        first = _rig(env, "status")
+        time.sleep(1.0)  # 20 s of experiment time
+        second = _rig(env, "status")
+        paused = _rig(env, "pause")
+        in_pause = _rig(env, "status")
+        _rig(env, "resume")
+        wait_for(lambda: _rig(env, "status")["output_on"], 60, "the current back after the pause")
+        control_request(control, {"cmd": "fault", "device": "loadcell", "set": {"no_reply": True}})
+        suspended = wait_for(lambda: (st := _rig(env, "status"))["state"] == "suspended" and st, 30, "suspension")
+        control_request(control, {"cmd": "clear", "device": "loadcell"})
+        wait_for(lambda: _rig(env, "status")["output_on"], 60, "the current back after the suspension")
+        aborted = _rig(env, "abort")
+        after_abort = _rig(env, "status")
+        rc = proc.wait(120)
+        display = proc.stdout.read() if proc.stdout else ""
+    # running: the current, the output on, a voltage, and a remaining time that counts down within the step
+    assert first["output_on"] is True and abs(first["current_a"] + 0.5655e-3) < 1e-5 and first["voltage_v"] is not None
+    counted = first["remaining_s"] - second["remaining_s"]
+    elapsed = second["elapsed_s"] - first["elapsed_s"]
+    assert elapsed > 5.0 and abs(counted - elapsed) <= 0.25 * elapsed, (counted, elapsed)
+    # paused: the reason, the output off, no current, no voltage
+    assert paused["state"] == "paused"
+    assert in_pause["state"] == "paused" and in_pause["reason"] == "operator pause"
+    assert in_pause["output_on"] is False and in_pause["current_a"] == 0.0 and in_pause["voltage_v"] is None
+    # suspended: with its reason
+    assert "load cell" in suspended["reason"] and suspended["output_on"] is False
+    # aborted: at once, with the output off, while the pressure is released
+    assert aborted["state"] == "aborted" and aborted["output_on"] is False and aborted["reason"] == "operator abort"
+    assert after_abort["state"] == "aborted" and after_abort["output_on"] is False
+    assert after_abort["current_a"] == 0.0 and after_abort["phase"] == "releasing pressure"
+    assert rc == 1
+    lines = display.splitlines()
+    first_abort = next(i for i, ln in enumerate(lines) if " aborted (operator abort)" in ln)
+    assert "I=off (HIGH-Z)" in lines[first_abort]
+    assert not any(" running " in ln for ln in lines[first_abort:])  # never "running" again after the abort
+    assert any("releasing pressure" in ln for ln in lines[first_abort:])
+    assert any(" paused (operator pause)" in ln for ln in lines) and any(" suspended (" in ln for ln in lines)
