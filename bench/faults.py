@@ -37,7 +37,8 @@ def main() -> int:
         env = dict(os.environ, **{ENV_JSON: str(out)})
         if args.long:
             env["RIG_FAULT_LONG"] = "1"
-        cmd = [sys.executable, "-m", "pytest", "-m", "fault_matrix", "-q", "-p", "no:cacheprovider", "-s"]
+        # one test at a time (-n 0): the figures are measured on a quiet machine, not beside other tests
+        cmd = [sys.executable, "-m", "pytest", "-m", "fault_matrix", "-q", "-p", "no:cacheprovider", "-s", "-n", "0"]
         if args.k:
             cmd += ["-k", args.k]
         cmd += extra

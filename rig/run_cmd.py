@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import rig
@@ -371,7 +372,8 @@ async def _readback_after_crash(engine: RunEngine, pot: Any, output_on: bool, re
 def print_result(console: Console, plan: Plan, result: RunResult, run_dir: Path) -> None:
     """Print how the run ended and its coulombic efficiencies."""
     colour = {RunState.COMPLETED: "green", RunState.ABORTED: "yellow"}.get(result.state, "red")
-    console.print(f"[{colour}]run {result.state.value}[/{colour}] {result.reason}".rstrip())
+    reason = escape(result.reason)
+    console.print(f"[{colour}]run {result.state.value}[/{colour}] {reason}".rstrip(), soft_wrap=True)
     table = Table(title=f"coulombic efficiency: {plan.name}")
     table.add_column("cycle", justify="right")
     table.add_column("plated / mAh", justify="right")
@@ -385,7 +387,7 @@ def print_result(console: Console, plan: Plan, result: RunResult, run_dir: Path)
         console.print(f"ICE (first-cycle coulombic efficiency): {100 * result.ice:.2f} %")
     if result.average_ce is not None:
         console.print(f"average CE over {len(result.ledger.efficiencies())} cycle(s): {100 * result.average_ce:.2f} %")
-    console.print(f"run data: {run_dir}")
+    console.print(f"run data: {run_dir}", soft_wrap=True, highlight=False)
 
 
 def _say(con: Console, text: str) -> None:

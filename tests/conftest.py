@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict
+from typing import Any
 
 import pytest
 
@@ -38,12 +41,26 @@ def fault_figure(request: pytest.FixtureRequest) -> FaultFigure:
     return record
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its figures to the controller, which prints the table for the whole session."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fault_figures"] = json.dumps([asdict(f) for f in session.config.stash.get(_FIGURES, [])])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist (controller): collect a finished worker's figures."""
+    figures = json.loads(getattr(node, "workeroutput", {}).get("fault_figures", "[]"))
+    node.config.stash[_FIGURES].extend(Figure(**f) for f in figures)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     figures = config.stash.get(_FIGURES, [])
-    if not figures:
+    if not figures or hasattr(config, "workeroutput"):
         return
     terminalreporter.section("fault matrix (issue 9): figures measured in this session")
-    terminalreporter.write_line(format_table(figures))
+    terminalreporter.write_line(format_table(sorted(figures, key=lambda f: f.row)))
     write_json(figures)
 
 

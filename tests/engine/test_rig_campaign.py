@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.support.ice_bounds import ice_interval
+
 HERE = Path(__file__).parent
 
 
@@ -32,7 +36,12 @@ def test_campaign_runs_each_protocol_on_a_fresh_cell_and_tables_ice_by_pressure(
     assert set(rows) == {100.0, 180.0}, out.stdout
     # the simulator's model: lower pressure, lower first-cycle efficiency
     assert rows[100.0] < rows[180.0]
-    assert 86.0 < rows[180.0] < 89.5
+    # the model's 180 kPa ICE (88.2 % for the full protocol; a short plate keeps it within ~1 pp) lies in this run's
+    # interval: a late look at the strip's cut-off (a busy host at 300x) can only have raised the ICE measured
+    run_180 = next(p.parent for p in (tmp_path / "c").glob("*/*/summary.json") if "100kpa" not in p.parent.parent.name)
+    low, measured = ice_interval(run_180)
+    assert measured == pytest.approx(rows[180.0] / 100, abs=5e-5)
+    assert 0.86 < measured and low < 0.895, (low, measured)
     # two runs, each with its own simulator (its own folder and sim log)
     assert len(list((tmp_path / "c").glob("*/*/sim.log"))) == 2
 

@@ -53,7 +53,9 @@ async def test_a_blocked_event_loop_raises_the_lag_alarm_and_nothing_moves_on_ol
     # a move after the block must come from a reading taken after it (its timestamp is the reading's own)
     old_moves = [s for s in after if s.pulses and s.t_s < exp_unblocked[0]]
     events = read_events(tmp_path / "run.sqlite")
-    lag_events = [e for e in events if e["kind"] == "state" and "event loop lag" in e["message"]]
+    # the lag hold's safe-state entry (on a loaded host the load cell's stale hold may suspend the run first, then the
+    # state change names that hold instead: what matters is that the lag hold was taken and the run resumed)
+    lag_events = [e for e in events if e["kind"] == "alarm" and e["data"].get("condition") == "lag"]
     fault_figure(
         11,
         "lag alarm latency after the 500 ms block",
@@ -63,5 +65,5 @@ async def test_a_blocked_event_loop_raises_the_lag_alarm_and_nothing_moves_on_ol
     )
     fault_figure(11, "moves on data older than the block", str(len(old_moves)), goal="0", met=not old_moves)
     assert not old_moves
-    assert lag_events and "suspended" in lag_events[0]["message"]
+    assert lag_events and "event loop lag" in lag_events[0]["message"]
     assert any("suspended -> running" in e["message"] for e in events if e["kind"] == "state")

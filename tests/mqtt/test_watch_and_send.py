@@ -165,10 +165,11 @@ async def test_watch_shows_two_simulated_runs_on_one_broker(broker: Broker, tmp_
                 for line in out.splitlines()
                 if rid in line and "kPa" not in line and any(ch.isdigit() for ch in line)
             }
-            if seen == {"rig-a", "rig-b"}:
+            rows = [line for line in out.splitlines() if "rig-a" in line or "rig-b" in line]
+            # a rig starting up says "idle" until its devices are verified: wait for both to be under way
+            if seen == {"rig-a", "rig-b"} and all("running" in r or "completed" in r for r in rows):
                 break
         assert seen == {"rig-a", "rig-b"}, out
-        rows = [line for line in out.splitlines() if "rig-a" in line or "rig-b" in line]
         assert all("running" in r or "completed" in r for r in rows), rows
     finally:
         for p in procs:
