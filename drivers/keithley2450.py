@@ -333,19 +333,19 @@ class Keithley2450:
             reply = await self._query(":SOUR:CURR?")
         return _parse_float(self.name, ":SOUR:CURR?", reply.strip(), reply)
 
-    async def switch_off(self) -> tuple[tuple[str, ...], float, PotentiostatSafety]:
+    async def switch_off(self) -> tuple[tuple[str, ...], tuple[float, float], PotentiostatSafety]:
         """Output off into HIGH-Z for a rig found unattended (`rig safe`); no verify_safe() needed first.
 
         The error history is read first and returned, never cleared unread; the output-off mode is set to HIMP
         before the output goes off (NORMAL would turn off into a 0 V source and short the cell); then the output
-        state and the off mode are read back. Returns (the errors found, the clock's time as `:OUTP OFF` went out,
-        the settings read back)."""
+        state and the off mode are read back. Returns (the errors found, the clock's times between which the output
+        went off: `:OUTP OFF` sent, and the instrument's answer to the query after it; the settings read back)."""
         async with self._lock:
             earlier = tuple(str(e) for e in await self._drain_errors())
             await self._write_checked(":OUTP:CURR:SMOD HIMP")
-            t_off = self._clock.now()
+            sent = self._clock.now()
             await self._write_checked(":OUTP OFF")
-            return earlier, t_off, await self._safety_settings()
+            return earlier, (sent, self._clock.now()), await self._safety_settings()
 
     # --------------------------------------------------------------------------------- locked helpers
 

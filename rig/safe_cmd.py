@@ -48,9 +48,11 @@ class SafeReport:
     output_on_after: bool | None = None
     off_mode_after: str = ""
     errors_found: tuple[str, ...] = ()
-    off_unix_s: float | None = None  # when the output-off went out
+    off_unix_s: float | None = None  # when the output went off (the middle of off_window_s)
+    off_window_s: float = 0.0  # the window it went off in: the charge counted is uncertain by ± half of it
     unattended_s: float | None = None  # from the run's last record to the output-off (experiment seconds)
     charge_since_record_c: float | None = None
+    charge_uncertainty_c: float = 0.0
     position_um: float | None = None
     was_moving: bool | None = None
     force_n: float | None = None
@@ -78,8 +80,10 @@ async def _switch_off(devs: RigDevices, clock: ExperimentClock, rep: SafeReport)
             reading = await pot.read()
             rep.measured_current_a = reading.current_a
             rep.measured_voltage_v = reading.value_v
-    earlier, t_off, after = await pot.switch_off()
-    rep.off_unix_s = unix_now() - (clock.now() - t_off) / clock.speed  # the instrument acts as the command arrives
+    earlier, (sent, answered), after = await pot.switch_off()
+    # the output went off between the command going out and the instrument's next answer: the middle of that window
+    rep.off_unix_s = unix_now() - (clock.now() - 0.5 * (sent + answered)) / clock.speed
+    rep.off_window_s = answered - sent  # experiment seconds
     rep.errors_found = before.errors + earlier + after.errors
     rep.output_on_after = after.output_on
     rep.off_mode_after = after.output_off_mode
@@ -173,6 +177,7 @@ async def _record(run_dir: Path, cfg: RigConfig, rep: SafeReport) -> None:
             current = rep.measured_current_a if rep.measured_current_a is not None else rep.source_current_a
             if current is not None and math.isfinite(current):
                 rep.charge_since_record_c = abs(current) * rep.unattended_s
+                rep.charge_uncertainty_c = abs(current) * 0.5 * rep.off_window_s
         elif rep.output_was_on is False:
             rep.charge_since_record_c = 0.0
     data: dict[str, Any] = {
@@ -183,6 +188,7 @@ async def _record(run_dir: Path, cfg: RigConfig, rep: SafeReport) -> None:
         "errors_found": list(rep.errors_found),
         "unattended_s": rep.unattended_s,
         "charge_c": rep.charge_since_record_c,
+        "charge_uncertainty_c": rep.charge_uncertainty_c,
         "position_um": rep.position_um,
         "force_n": rep.force_n,
         "released": rep.released,
@@ -281,7 +287,7 @@ def report_lines(rep: SafeReport, run_dir: Path | None) -> list[str]:
     if rep.charge_since_record_c is not None and rep.unattended_s is not None:
         lines.append(
             f"  charge since the run's last record ({rep.unattended_s:.1f} s): {rep.charge_since_record_c:.6g} C "
-            f"({rep.charge_since_record_c / 3.6:.4f} mAh)"
+            f"± {rep.charge_uncertainty_c:.2g} C ({rep.charge_since_record_c / 3.6:.4f} mAh)"
         )
     force = "—" if rep.force_n is None else f"{rep.force_n:.3f} N"
     position = "—" if rep.position_um is None else f"{rep.position_um:.1f} µm"

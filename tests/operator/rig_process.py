@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hardware_sim.control_port import control_request
-from tests.support.rig_cli import RIG
+from tests.support.rig_cli import RIG, run_rig
 from tests.support.waiting import wait_for
 
 HERE = Path(__file__).parent
@@ -76,3 +76,11 @@ def summary(run_dir: Path) -> dict[str, Any]:
     """The run's summary.json."""
     data: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
     return data
+
+
+def rig_json(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """`rig ARGS` that must succeed and print JSON (status, pause, resume, abort)."""
+    out = run_rig(*args, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    reply: dict[str, Any] = json.loads(out.stdout)
+    return reply

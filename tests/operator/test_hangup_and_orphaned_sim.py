@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,16 +55,22 @@ def test_a_hang_up_makes_the_rig_safe_and_ends_the_run_aborted(sig: signal.Signa
     assert not alive(int(sim["pid"]))  # the controller stopped its simulator: nothing left plating unattended
 
 
-def test_a_killed_controller_leaves_its_simulator_plating_until_rig_resume_attaches(tmp_path: Path) -> None:
-    env = rig_env(tmp_path)
+def _killed_while_plating(tmp_path: Path, env: dict[str, str], grace_s: float) -> tuple[Path, dict[str, Any], float]:
+    """A `rig run --sim` killed with -9 once it plates: its run folder, its simulator, when it was killed."""
     runs = tmp_path / "runs"
-    args = ("run", str(PLATE_ONLY), "--sim", "--speed", "20", "--sim-grace", "60", "--runs", str(runs))
+    args = ("run", str(PLATE_ONLY), "--sim", "--speed", "20", "--sim-grace", f"{grace_s:g}", "--runs", str(runs))
     with rig_process(*args, env=env) as proc:
         run_dir = run_dir_of(runs)
         sim = sim_info(run_dir)
         wait_for(lambda: truth(sim["control"])["current_a"] < -1e-5, 120, "plating")
         kill_hard(proc.pid)
         proc.wait(10)
+        return run_dir, sim, time.monotonic()
+
+
+def test_a_killed_controller_leaves_its_simulator_plating_until_rig_resume_attaches(tmp_path: Path) -> None:
+    env = rig_env(tmp_path)
+    run_dir, sim, _ = _killed_while_plating(tmp_path, env, grace_s=60)
     before = truth(sim["control"])
     time.sleep(1.5)  # 30 s of experiment time with no controller
     after = truth(sim["control"])
@@ -81,15 +88,7 @@ def test_a_killed_controller_leaves_its_simulator_plating_until_rig_resume_attac
 
 def test_an_unattended_simulator_exits_after_its_grace_and_resume_then_says_so(tmp_path: Path) -> None:
     env = rig_env(tmp_path)
-    runs = tmp_path / "runs"
-    args = ("run", str(PLATE_ONLY), "--sim", "--speed", "20", "--sim-grace", "2", "--runs", str(runs))
-    with rig_process(*args, env=env) as proc:
-        run_dir = run_dir_of(runs)
-        sim = sim_info(run_dir)
-        wait_for(lambda: truth(sim["control"])["current_a"] < -1e-5, 120, "plating")
-        kill_hard(proc.pid)
-        proc.wait(10)
-        t_killed = time.monotonic()
+    run_dir, sim, t_killed = _killed_while_plating(tmp_path, env, grace_s=2)
     wait_for(lambda: not alive(int(sim["pid"])), 20, "the unattended simulator to exit")
     waited = time.monotonic() - t_killed
     assert waited >= 1.5  # it waited its grace period first

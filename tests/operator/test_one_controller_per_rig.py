@@ -16,19 +16,12 @@ import time
 from pathlib import Path
 
 from rig.store import read_events
-from tests.operator.rig_process import LONG_PLATE, SHORT, rig_process, run_dir_of, sim_info, truth
+from tests.operator.rig_process import LONG_PLATE, SHORT, rig_json, rig_process, run_dir_of, sim_info, truth
 from tests.sim.sim_process import sim_process
 from tests.support.rig_cli import rig_env, run_rig
 from tests.support.waiting import wait_for
 
 ACTIVE = ("running", "suspended")
-
-
-def _status(env: dict[str, str], *args: str) -> dict[str, object]:
-    out = run_rig("status", *args, env=env)
-    assert out.returncode == 0, out.stdout + out.stderr
-    reply: dict[str, object] = json.loads(out.stdout)
-    return reply
 
 
 def test_a_second_controller_is_refused_within_2_s_and_the_first_keeps_its_socket(tmp_path: Path) -> None:
@@ -55,7 +48,7 @@ def test_a_second_controller_is_refused_within_2_s_and_the_first_keeps_its_socke
             t0 = time.monotonic()
             subprocess.run([sys.executable, "-c", "import rig.run_cmd, rig.safe_cmd, rig.check"], check=True, env=env)
             imports_s = time.monotonic() - t0
-            st = _status(env)
+            st = rig_json(env, "status")
             aborted = run_rig("abort", env=env)
             first.wait(120)
     for label, (rc, took, said) in refusals.items():
@@ -82,13 +75,13 @@ def test_operator_commands_find_the_one_rig_list_several_and_say_when_none_runs(
     with rig_process("run", str(LONG_PLATE), *args, "--runs", str(runs_a), env=env) as a:
         dir_a = run_dir_of(runs_a)
         wait_for(lambda: truth(sim_info(dir_a)["control"])["current_a"] < -1e-5, 120, "run a plating")
-        one = _status(env)  # no --rig: the one rig running
+        one = rig_json(env, "status")  # no --rig: the one rig running
         assert one["rig"] == "sim" and one["state"] in ACTIVE
         with rig_process("run", str(LONG_PLATE), *args, "--runs", str(runs_b), env=env) as b:
             dir_b = run_dir_of(runs_b)
             wait_for(lambda: truth(sim_info(dir_b)["control"])["current_a"] < -1e-5, 120, "run b plating")
             several = run_rig("pause", env=env)
-            after = {rig: _status(env, "--rig", rig) for rig in ("sim", "sim-2")}
+            after = {rig: rig_json(env, "status", "--rig", rig) for rig in ("sim", "sim-2")}
             for rig in ("sim", "sim-2"):
                 assert run_rig("abort", "--rig", rig, env=env).returncode == 0
             a.wait(120)

@@ -72,8 +72,10 @@ def test_rig_safe_switches_the_output_off_counts_the_charge_and_resume_continues
     assert ev["data"]["output_was_on"] is True and ev["data"]["output_on_after"] is False
     truth_c = after["plated_c"]
     stored_c = last.charge_c  # the step's charge at the last record (the step began with nothing plated)
-    # within a tenth of a second of wall time's charge (the store's last batch, the SCPI round trips)
-    assert abs(stored_c + ev["data"]["charge_c"] - truth_c) <= abs(before["current_a"]) * 20 * 0.1
+    # within the uncertainty rig safe states (the window the output went off in), plus 50 ms of wall time's charge
+    # for the start of the step (the engine counts from the output-on command, the cell from its arrival)
+    tolerance_c = ev["data"]["charge_uncertainty_c"] + abs(before["current_a"]) * 20 * 0.05
+    assert abs(stored_c + ev["data"]["charge_c"] - truth_c) <= tolerance_c
     assert rc == 0, said
     assert summary(run_dir)["state"] == "completed"
     # the display and `rig status` continue at the step the run was in, with what is left of the plan (C13)
