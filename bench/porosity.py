@@ -37,7 +37,7 @@ from rig.analysis import analyse_deposit, net_charge_c, step_kinds
 from rig.config import LoadCellConfig
 from rig.porosity import C_PER_MAH
 from rig.store import read_samples
-from rig.validate_cmd import default_limits
+from rig.validate_cmd import recorded_run_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "protocols" / "library"
@@ -126,7 +126,7 @@ def run_case(
         sim.wait(10)
     run_dir = next(d for d in (wd / "runs").iterdir() if d.is_dir())
     (wd / "truth.json").write_text(json.dumps(truth.series))
-    plan = validate_protocol(protocol.read_text(), str(protocol), default_limits())
+    plan = validate_protocol(protocol.read_text(), str(protocol), recorded_run_limits())
     samples = read_samples(run_dir / "run.sqlite")
     est = analyse_deposit(samples, plan)
     unc = est.uncertainty(LoadCellConfig.model_fields["drift_n_per_sqrt_s"].default) if est else None

@@ -21,7 +21,7 @@ from rig.porosity import (
     fit_deposit,
     stack_change_um,
 )
-from rig.store import FLAG_PAUSED, FLAG_STALE, FLAG_SUSPENDED, Sample
+from rig.store import FLAG_ENDED, FLAG_PAUSED, FLAG_STALE, FLAG_SUSPENDED, Sample
 
 __all__ = [
     "MIN_POSITION_SAMPLES",
@@ -141,6 +141,8 @@ def find_deposit(samples: Sequence[Sample], plan: Plan) -> DepositAnalysis | str
     for s, q in zip(samples, q_net, strict=True):
         if s.position_um is None or s.force_n is None or s.pressure_pa is None or s.setpoint_pa is None:
             continue
+        if s.flags & FLAG_ENDED:
+            break  # after the protocol: the safe state and the pressure release say nothing of the deposit
         if s.flags & (FLAG_STALE | FLAG_SUSPENDED):
             continue
         if ref is None:

@@ -33,6 +33,7 @@ import yaml
 
 import rig
 from rig.store import (
+    FLAG_ENDED,
     FLAG_PAUSED,
     FLAG_RESUMED,
     FLAG_STALE,
@@ -202,7 +203,13 @@ def run_metadata(run_dir: Path, *, rows: int, repairs: list[dict[str, float]], f
             "exported_by": rig.__version__,
             "python": platform.python_version(),
         },
-        "flags": {"stale": FLAG_STALE, "suspended": FLAG_SUSPENDED, "resumed": FLAG_RESUMED, "paused": FLAG_PAUSED},
+        "flags": {
+            "stale": FLAG_STALE,
+            "suspended": FLAG_SUSPENDED,
+            "resumed": FLAG_RESUMED,
+            "paused": FLAG_PAUSED,
+            "ended": FLAG_ENDED,  # after the protocol: the safe state and the pressure release
+        },
     }
 
 

@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import re
 import time
+import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -290,4 +291,18 @@ def _resumable(folder: Path, ov: StoreOverview) -> tuple[bool, str]:
         return False, f"resumed {resumes} times already (the cap is {MAX_AUTO_RESUMES})"
     if not any((folder / n).exists() for n in ("rig.toml", "sim-rig.toml")):
         return False, "no rig.toml or sim-rig.toml in the run folder"
+    if not (folder / "rig.toml").exists() and not _own_simulator_waits(folder / "sim-rig.toml"):
+        return False, "its simulator is gone (a --sim run's simulator waits 10 min for `rig resume`, then exits)"
     return True, f"at step {int(ov.progress['step_index']) + 1}; rig resume continues it"
+
+
+def _own_simulator_waits(sim_config: Path) -> bool:
+    """Whether the simulator a `--sim` run started is still there (it waits a grace period for `rig resume`)."""
+    from rig import simulator
+
+    try:
+        address = tomllib.loads(sim_config.read_text(encoding="utf-8"))["sim"]["control"]
+        simulator.control(str(address), {"cmd": "controller"}, timeout_s=1.0)
+    except (OSError, ValueError, KeyError, TypeError, simulator.SimulatorError):
+        return False
+    return True

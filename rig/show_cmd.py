@@ -21,6 +21,7 @@ from rig.analysis import assess_deposit, load_cell_drift
 from rig.porosity import C_PER_MAH
 from rig.run_index import RunEntry, find_run_folders, read_entry
 from rig.store import (
+    FLAG_ENDED,
     FLAG_PAUSED,
     FLAG_RESUMED,
     FLAG_STALE,
@@ -35,7 +36,13 @@ from rig.validate_cmd import recorded_run_limits
 
 __all__ = ["RunNotFound", "find_run", "show_run", "step_rows"]
 
-_FLAG_NAMES = ((FLAG_PAUSED, "paused"), (FLAG_SUSPENDED, "suspended"), (FLAG_STALE, "stale"), (FLAG_RESUMED, "resumed"))
+_FLAG_NAMES = (
+    (FLAG_PAUSED, "paused"),
+    (FLAG_SUSPENDED, "suspended"),
+    (FLAG_STALE, "stale"),
+    (FLAG_RESUMED, "resumed"),
+    (FLAG_ENDED, "ended"),
+)
 
 
 class RunNotFound(Exception):
