@@ -207,6 +207,7 @@ class RunEngine:
         self._preload: tuple[float, float] | None = None
         self.watch_pressure = False
         self._stray: tuple[float, float] | None = None  # (since, current) when an output-off was not confirmed
+        self._off_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ operator commands
     async def pause(self) -> dict[str, Any]:
@@ -756,13 +757,16 @@ class RunEngine:
         except DeviceError as exc:  # the output is still off: suspend, reconnect, re-verify
             self.suspend("potentiostat", f"potentiostat not answering: {exc}")
             return
-        t_on = self._clock.now()  # the instrument acts on the command as it arrives, not when the call returns
+        sent = self._clock.now()
         try:
             await self._pot.output(True)
         except DeviceError as exc:  # maybe on: the reconnect reads the output back and counts the charge
-            self._stray = (t_on, current_a) if integrate else None
+            self._stray = (sent, current_a) if integrate else None
             self.suspend("potentiostat", f"potentiostat not answering: {exc}")
             return
+        # the instrument switched on as the command arrived: between sending it and its answer (`output` waits for
+        # the instrument's reply to the query after it); the middle of that window is the best estimate
+        t_on = 0.5 * (sent + self._clock.now())
         self._output_on = True
         self._last_i = current_a
         if integrate:
@@ -774,23 +778,32 @@ class RunEngine:
             await self._current_off()
 
     async def _current_off(self) -> None:
-        if not self._output_on:
-            return
-        self._output_on = False
-        stray: tuple[float, float] | None = None
-        if self._acc_t is not None:  # the current flowed until now: count it
-            t = self._clock.now()
-            self._accumulate(t, self._acc_i)
-            stray = (t, self._acc_i)
-            self._acc_t = None
-        self._last_i = 0.0
-        with contextlib.suppress(Exception):
-            self._ctl.set_cell_current(0.0)
-        try:
-            await self._pot.output(False)
-        except Exception as exc:
-            self._stray = stray  # maybe still on: the reconnect reads it back and counts the charge
-            self._event("alarm", f"could not switch the current off: {type(exc).__name__}: {exc}")
+        """Output off; the charge is counted to the moment it went off. A second caller (the safe state and the
+        step's own end at once) waits for the first, so whoever reads the step's charge next sees all of it."""
+        async with self._off_lock:
+            if not self._output_on:
+                return
+            self._output_on = False
+            flowing = self._acc_t is not None
+            current_a = self._acc_i
+            sent = self._clock.now()
+            if flowing:  # the current flowed until the command at least: counted now, whatever happens next
+                self._accumulate(sent, current_a)
+                self._acc_t = None
+            self._last_i = 0.0
+            with contextlib.suppress(Exception):
+                self._ctl.set_cell_current(0.0)
+            try:
+                await self._pot.output(False)
+            except Exception as exc:
+                if flowing:  # maybe still on: the reconnect reads it back and counts the charge
+                    self._stray = (sent, current_a)
+                self._event("alarm", f"could not switch the current off: {type(exc).__name__}: {exc}")
+                return
+            if flowing:  # it went off between the command and the instrument's answer: to the middle of that
+                half_window_s = 0.5 * max(0.0, self._clock.now() - sent)
+                self._step_charge_c += abs(current_a) * half_window_s
+                self._time_in_step_s += half_window_s
 
     async def _read(self) -> PotentiostatReading | None:
         """One reading; None when the output went off (a pause) while it was on its way."""

@@ -75,18 +75,29 @@ async def test_wall_clock_jumps_change_no_step_duration(
     fwd = durations["jump forward"] - durations["baseline"]
     back = durations["jump back"] - durations["baseline"]
     err = max(abs(fwd), abs(back))
-    tolerance = 0.25 + 0.5 * holds_in_rests  # a sample period, and the output switched back on after a hold
     samples = read_samples(tmp_path / "run.sqlite")
+    # A rest is timed from its step event to its OCV event, so switching the output on and off over SCPI is in it:
+    # on a busy host those round trips take longer, and at 10x each 10 ms of wall time is 0.1 s of experiment time.
+    # That host delay is measured here (step event -> the rest's first sample; its last sample -> its OCV event,
+    # less a sample period) and allowed for, on top of the sample period; a clock that followed the wall clock would
+    # be an hour out.
+    period = 0.25  # the run harness records a sample every 0.25 s of experiment time
+    switching = []
+    for (_, t0), t1 in zip(starts, ends, strict=True):
+        inside = [x.test_time_s for x in samples if t0 < x.test_time_s < t1]
+        switching.append(max(0.0, inside[0] - t0 - period) + max(0.0, t1 - inside[-1]))
+    host_s = max(switching) - min(switching)
+    tolerance = period + host_s + 0.5 * holds_in_rests  # and the output switched back on after a hold
     times = [s.test_time_s for s in samples]
     unix_steps = [b.unix_time_s - a.unix_time_s for a, b in itertools.pairwise(samples)]
     fault_figure(
         12,
         "step duration error (+1 h / −1 h jump vs baseline)",
-        f"{fwd:+.3f} / {back:+.3f} s ({holds_in_rests} holds taken out)",
-        goal="0 (± 1 sample period)",
+        f"{fwd:+.3f} / {back:+.3f} s ({holds_in_rests} holds taken out; SCPI spread {host_s:.3f} s)",
+        goal="0 (± 1 sample period + SCPI spread)",
         met=err <= tolerance,
     )
-    assert err <= tolerance  # one store sample period: the rests are timed by the same experiment clock
+    assert err <= tolerance  # the rests are timed by the same experiment clock, not by the wall clock
     # the rest itself plus switching the output on and off over SCPI (a few experiment seconds at 10×)
     assert REST_S <= durations["baseline"] <= REST_S + 10.0
     assert all(b > a for a, b in itertools.pairwise(times))  # test time monotonic through both jumps

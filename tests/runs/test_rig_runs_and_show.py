@@ -48,7 +48,8 @@ def test_rig_runs_lists_the_default_folder_newest_first(lab: tuple[dict[str, str
         assert row["ice"] == ice
     starts = [r["started_unix"] for r in listed]
     assert starts == sorted(starts, reverse=True)
-    assert by_folder[str(runs["killed"])]["resumable"] is True
+    killed = by_folder[str(runs["killed"])]  # a --sim run whose simulator is gone: nothing left to resume on
+    assert killed["resumable"] is False and "its simulator is gone" in killed["reason"], killed
     table = run_rig("runs", env=env)
     assert table.returncode == 0, table.stderr
     for kind, path in runs.items():
