@@ -757,16 +757,13 @@ class RunEngine:
         except DeviceError as exc:  # the output is still off: suspend, reconnect, re-verify
             self.suspend("potentiostat", f"potentiostat not answering: {exc}")
             return
-        sent = self._clock.now()
+        t_on = self._clock.now()  # the instrument acts on the command as it arrives, not when the call returns
         try:
             await self._pot.output(True)
         except DeviceError as exc:  # maybe on: the reconnect reads the output back and counts the charge
-            self._stray = (sent, current_a) if integrate else None
+            self._stray = (t_on, current_a) if integrate else None
             self.suspend("potentiostat", f"potentiostat not answering: {exc}")
             return
-        # the instrument switched on as the command arrived: between sending it and its answer (`output` waits for
-        # the instrument's reply to the query after it); the middle of that window is the best estimate
-        t_on = 0.5 * (sent + self._clock.now())
         self._output_on = True
         self._last_i = current_a
         if integrate:
@@ -778,8 +775,8 @@ class RunEngine:
             await self._current_off()
 
     async def _current_off(self) -> None:
-        """Output off; the charge is counted to the moment it went off. A second caller (the safe state and the
-        step's own end at once) waits for the first, so whoever reads the step's charge next sees all of it."""
+        """Output off; the charge is counted to the command. A second caller (the safe state and the step's own
+        end at once) waits for the first, so it returns with the output off, not while it is being switched."""
         async with self._off_lock:
             if not self._output_on:
                 return
@@ -787,7 +784,7 @@ class RunEngine:
             flowing = self._acc_t is not None
             current_a = self._acc_i
             sent = self._clock.now()
-            if flowing:  # the current flowed until the command at least: counted now, whatever happens next
+            if flowing:  # the current flowed until the command: the instrument acts on it as it arrives (as `on`)
                 self._accumulate(sent, current_a)
                 self._acc_t = None
             self._last_i = 0.0
@@ -799,11 +796,6 @@ class RunEngine:
                 if flowing:  # maybe still on: the reconnect reads it back and counts the charge
                     self._stray = (sent, current_a)
                 self._event("alarm", f"could not switch the current off: {type(exc).__name__}: {exc}")
-                return
-            if flowing:  # it went off between the command and the instrument's answer: to the middle of that
-                half_window_s = 0.5 * max(0.0, self._clock.now() - sent)
-                self._step_charge_c += abs(current_a) * half_window_s
-                self._time_in_step_s += half_window_s
 
     async def _read(self) -> PotentiostatReading | None:
         """One reading; None when the output went off (a pause) while it was on its way."""

@@ -354,9 +354,8 @@ async def _readback_after_crash(engine: RunEngine, pot: Any, output_on: bool, re
         engine.record_event("resume", f"hardware readback: the output was off{by_safe}")
         return
     reading = await pot.read()
-    sent = unix_now()
-    await pot.output(False)  # the instrument switched off between the command going out and its answer after it
-    t_off_unix = 0.5 * (sent + unix_now())
+    t_off_unix = unix_now()  # the instrument switches off as the command arrives (as the engine counts it)
+    await pot.output(False)
     dead_s = max(0.0, (t_off_unix - resume.last_unix_s) * speed)
     extra = abs(reading.current_a) * dead_s if resume.step_current_a is not None else 0.0
     engine.add_resume_charge(extra)
