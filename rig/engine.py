@@ -231,8 +231,10 @@ class RunEngine:
             self._resume.set()
             await self._safe.enter("abort", reason)
             self._ack.set()  # a latched over-force trip waits for `ack` or an abort
-            # the run is over from here (the step loop stops at its next look): say so at once, everywhere
-            self._set_state(RunState.ABORTED, self._abort_reason)
+            # the run is over from here: say so at once, everywhere (unless the step loop, which stops at its next
+            # look, has said so already while the output was being switched off)
+            if self.state in (RunState.RUNNING, RunState.PAUSED, RunState.SUSPENDED, RunState.IDLE):
+                self._set_state(RunState.ABORTED, self._abort_reason)
             self._show()
         return {"state": self.state.value, "output_on": self._output_on, "reason": self._abort_reason or ""}
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from hardware_sim.control_port import control_request
+from rig.store import read_events
 from tests.operator.rig_process import LONG_PLATE, rig_json, rig_process, run_dir_of, sim_info, truth
 from tests.support.rig_cli import rig_env
 from tests.support.waiting import wait_for
@@ -22,7 +23,8 @@ def test_status_and_display_tell_the_truth_through_pause_suspension_and_abort(tm
     env = rig_env(tmp_path)
     runs = tmp_path / "runs"
     with rig_process("run", str(LONG_PLATE), "--sim", "--speed", "20", "--runs", str(runs), env=env) as proc:
-        control = sim_info(run_dir_of(runs))["control"]
+        run_dir = run_dir_of(runs)
+        control = sim_info(run_dir)["control"]
         wait_for(lambda: truth(control)["current_a"] < -1e-5, 120, "plating")
         first = wait_for(lambda: (st := rig_json(env, "status"))["output_on"] and st, 30, "running, current on")
         time.sleep(1.0)  # 20 s of experiment time
@@ -56,6 +58,8 @@ def test_status_and_display_tell_the_truth_through_pause_suspension_and_abort(tm
     assert after_abort["state"] == "aborted" and after_abort["output_on"] is False
     assert after_abort["current_a"] == 0.0 and after_abort["phase"] == "releasing pressure"
     assert rc == 1
+    states = [e["message"] for e in read_events(run_dir / "run.sqlite") if e["kind"] == "state"]
+    assert sum("-> aborted" in m for m in states) == 1, states  # one abort, said once
     lines = display.splitlines()
     first_abort = next(i for i, ln in enumerate(lines) if " aborted (operator abort)" in ln)
     assert "I=off (HIGH-Z)" in lines[first_abort]
