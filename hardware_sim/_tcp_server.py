@@ -40,6 +40,7 @@ class DeviceTcpServer:
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._closing = False
         self.port = 0
+        self.accepted = 0  # connections served since start (a peer that opened the device at all)
 
     async def start(self) -> int:
         """Start listening; returns the bound port."""
@@ -97,6 +98,7 @@ class DeviceTcpServer:
         assert task is not None
         task.set_name(f"{self.name}-connection")
         self._connections[task] = writer
+        self.accepted += 1
         try:
             await self._handler(reader, writer)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):

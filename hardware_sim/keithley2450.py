@@ -350,6 +350,12 @@ class Keithley2450Sim:
         ]
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def connections_accepted(self) -> int:
+        """How many connections were served since start."""
+        return self._server.accepted
+
     async def start(self) -> int:
         """Power on: reset the settings, apply the output-off state, listen on 127.0.0.1; returns the port."""
         self._reset()

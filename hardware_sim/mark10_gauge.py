@@ -158,6 +158,11 @@ class Mark10Gauge:
         """How many peers are connected now."""
         return self._server.connection_count
 
+    @property
+    def connections_accepted(self) -> int:
+        """How many connections were served since start."""
+        return self._server.accepted
+
     # ------------------------------------------------------------------ readings
     def resolution(self, unit: GaugeUnit | None = None) -> float:
         """Display resolution in `unit` (default: the present unit)."""

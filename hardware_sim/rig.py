@@ -118,8 +118,15 @@ class SimulatedRig:
         await self.close()
 
     def state(self) -> dict[str, Any]:
-        """Ground truth of the model plus the active faults."""
-        return {**self.model.state(), "faults": {name: f.active() for name, f in self.faults.items()}}
+        """Ground truth of the model plus the active faults and the connections each endpoint has served."""
+        accepted = {name: line.connections_accepted for name, line in self.lines.items()}
+        accepted["gauge"] = self.gauge.connections_accepted
+        accepted["potentiostat"] = self.potentiostat.connections_accepted
+        return {
+            **self.model.state(),
+            "faults": {name: f.active() for name, f in self.faults.items()},
+            "connections_accepted": accepted,  # every peer that opened a device since start
+        }
 
     def endpoints(self) -> dict[str, str]:
         """Every endpoint by name."""

@@ -201,6 +201,7 @@ class RtuLineServer:
         self._closing = False
         self.requests_seen = 0  # complete frames received (any CRC, any slave)
         self.connections_refused = 0  # connections closed at once because the line was disconnected
+        self.connections_accepted = 0  # connections served since start (a peer that opened the line at all)
 
     # -------------------------------------------------------------- slaves
     def add_slave(self, slave: RtuSlave) -> None:
@@ -311,6 +312,7 @@ class RtuLineServer:
             writer.close()
             return
         self._connections[task] = writer
+        self.connections_accepted += 1
         buf = bytearray()
         try:
             while not self._closing:

@@ -178,48 +178,37 @@ class RigLock:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    @property
-    def held(self) -> bool:
-        """True while the keys are held."""
-        return bool(self._fds)
-
-    def __enter__(self) -> RigLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
 
 def lock_rig(cfg: RigConfig, *, command: str, socket_path: Path | None = None) -> RigLock:
     """Take the rig's lock (see the module docstring); raises `RigLocked`."""
     return RigLock(rig_lock_keys(cfg, socket_path=socket_path), command=command).acquire()
 
 
-
-def run_lock(run_dir: Path) -> dict[str, Any] | None:
-    """Whether a controller holds a rig for this run folder now: its holder record (PID, command) while one does;
-    {} when lock files name the folder but nobody holds them (the controller is gone: kill -9, a crash); None when
-    no lock file names it (a run from before locks, or its files were since taken by another run)."""
-    target = str(run_dir.resolve())
-    found: dict[str, Any] | None = None
+def run_locks() -> dict[str, dict[str, Any]]:
+    """The run folders the lock files name, each with whether a controller holds its rig now: the holder's record
+    (PID, command) while one does, {} when nobody holds it (the controller is gone: kill -9, a crash). A folder no
+    lock file names (a run from before locks, or its files since taken by another run) is not in it."""
+    found: dict[str, dict[str, Any]] = {}
     try:
         paths = list(lock_dir().glob("*.lock"))
     except OSError:
-        return None
+        return found
     for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
             info = json.loads(text) if text else None
         except (OSError, ValueError):
             continue
-        if not isinstance(info, dict) or info.get("run_dir") != target:
+        if not isinstance(info, dict) or not isinstance(info.get("run_dir"), str):
             continue
-        found = {}
         fd = os.open(path, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            return info  # held: the controller is alive
+            found[info["run_dir"]] = info  # held: the controller is alive
+        else:
+            found.setdefault(info["run_dir"], {})
         finally:
             os.close(fd)
     return found
+

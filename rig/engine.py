@@ -184,6 +184,9 @@ class RunEngine:
         self._last_i: float | None = None
         self._output_on = False
         self._step_started_t = 0.0
+        # the plan's estimate of the steps after each one (what `remaining` adds to the present step's rest)
+        later = [s.estimated_duration_s for s in plan.steps]
+        self._later_s = [math.fsum(later[i + 1 :]) for i in range(len(later))]
         self._phase = ""
         self._end_reason = ""
         self._left_undone: list[str] = []
@@ -360,7 +363,6 @@ class RunEngine:
         reason = ""
         rp = self._resume_from
         first = rp.step_i if rp is not None else 0
-        self._step_i = min(first, max(0, len(self.plan.steps) - 1))
         self._step_started_t = self._clock.now()
         self.supervisor = Supervisor(engine=self, controller=self._ctl, clock=self._clock, settings=self._sup_settings)
         try:
@@ -382,14 +384,12 @@ class RunEngine:
                     await self._recording(self._ctl.engage(first_kpa))
                 finally:
                     self._phase = ""
-                self._step_started_t = self._clock.now()
             if rp is not None and first < len(self.plan.steps):
                 await self._prepare_resume(self.plan.steps[first], rp)
             for i in range(first, len(self.plan.steps)):
                 step = self.plan.steps[i]
                 self._step_i = i
-                if i != first or rp is None:
-                    self._step_started_t = self._clock.now()
+                self._step_started_t = self._clock.now()
                 self._event("step", f"step {step.number} {step.kind} {step.label}".strip(), step=i)
                 while True:
                     self._suspended_in_step = False
@@ -913,8 +913,7 @@ class RunEngine:
             in_step = self._time_in_step_s
         else:
             in_step = self._clock.now() - self._step_started_t
-        later = math.fsum(s.estimated_duration_s for s in self.plan.steps[self._step_i + 1 :])
-        return later + max(0.0, step.estimated_duration_s - in_step)
+        return self._later_s[self._step_i] + max(0.0, step.estimated_duration_s - in_step)
 
     def _reason(self) -> str:
         """Why the run is not simply running: its holds (paused, suspended) or how it ended."""

@@ -30,7 +30,7 @@ from protocols.validate import validate_protocol
 from rig import simulator
 from rig.clock import ExperimentClock, unix_now
 from rig.config import ConfigError, RigConfig, load_config
-from rig.device_lock import RigLock, RigLocked, rig_lock_keys
+from rig.device_lock import RigLock, RigLocked, lock_rig, rig_lock_keys
 from rig.devices import build_devices
 from rig.display import Display
 from rig.engine import ResumePoint, RunEngine, RunResult, RunState
@@ -290,11 +290,6 @@ async def execute(
             if interval is not None:
                 watchdog = asyncio.get_running_loop().create_task(_watchdog(controller, interval), name="sd-watchdog")
 
-            def record_remote(kind: str, message: str, data: dict[str, Any]) -> None:
-                """A remote command, accepted or refused: the run store, the JSON log and the events topic."""
-                store.event(kind, message, test_time_s=clock.now(), unix_time_s=unix_now(), data=data)
-                _fan_out(event_sinks, kind, message, data)
-
             remote: dict[str, Handler] = {
                 "pause": engine.pause,
                 "resume": engine.resume,
@@ -306,7 +301,8 @@ async def execute(
                     cfg,
                     snapshot=lambda: run_snapshot(engine.progress(), controller.status()),
                     handlers=remote,
-                    record_event=record_remote,
+                    # a remote command, accepted or refused: the run store, the JSON log and the events topic
+                    record_event=lambda kind, message, data: engine.record_event(kind, message, **data),
                 ) as link:
                     if link is not None:
                         event_sinks.append(link.publish_event)
@@ -495,7 +491,7 @@ def run_command(
         else:
             assert cfg is not None
             sock = socket_path or default_socket(cfg.rig.name)
-            lock = RigLock(rig_lock_keys(cfg, socket_path=sock), command=command).acquire()
+            lock = lock_rig(cfg, command=command, socket_path=sock)
     except (RigLocked, RunError) as exc:
         _say(err, f"rig run: {exc}")
         return EXIT_INVALID
@@ -731,7 +727,7 @@ def resume_command(
         return EXIT_FAILED
     sock = socket_path or default_socket(cfg.rig.name)
     try:
-        lock = RigLock(rig_lock_keys(cfg, socket_path=sock), command=f"rig resume {run_dir}").acquire()
+        lock = lock_rig(cfg, command=f"rig resume {run_dir}", socket_path=sock)
     except RigLocked as exc:
         _say(err, f"rig resume: {exc}")
         return EXIT_INVALID

@@ -7,7 +7,7 @@ a broken folder: its problem is listed instead.
 The state of a run:
 - `completed`, `aborted`, `failed`: from `summary.json`, which `rig run` writes when the run has ended;
 - `running`, `paused`, `suspended`: no `summary.json`, and a controller holds the rig's lock for this folder
-  (rig.device_lock.run_lock: exact, the kernel drops a dead process's lock). For a run no lock file names any
+  (rig.device_lock.run_locks: exact, the kernel drops a dead process's lock). For a run no lock file names any
   more (an older run), the store's last record (sample or event, by its Unix time) is less than `LIVE_WITHIN_S`
   old: a live controller records a sample at least every second of wall time, paused or suspended too (the
   approach too, since it is recorded; older runs wrote nothing then: after an "engaging" event the limit is
@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from rig.device_lock import run_lock
+from rig.device_lock import run_locks
 from rig.store import StoreError, StoreOverview, is_simulated_run, read_overview
 
 __all__ = ["ENGAGE_WITHIN_S", "LIVE_WITHIN_S", "RunEntry", "find_run_folders", "list_runs", "read_entry"]
@@ -112,7 +112,8 @@ def find_run_folders(root: Path) -> list[Path]:
 def list_runs(root: Path, *, now: float | None = None) -> list[RunEntry]:
     """Every run under `root`, newest first (unknown start times last)."""
     now = time.time() if now is None else now
-    entries = [read_entry(d, root=root, now=now) for d in find_run_folders(root)]
+    locks = run_locks()  # the lock files once for the whole listing
+    entries = [read_entry(d, root=root, now=now, locks=locks) for d in find_run_folders(root)]
     return sorted(entries, key=lambda e: (e.started_unix is not None, e.started_unix or 0.0, e.name), reverse=True)
 
 
@@ -144,15 +145,19 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-def read_entry(folder: Path, *, root: Path, now: float | None = None) -> RunEntry:
-    """One run folder's entry; a broken folder gives an entry with its problem, never an exception."""
+def read_entry(
+    folder: Path, *, root: Path, now: float | None = None, locks: dict[str, dict[str, Any]] | None = None
+) -> RunEntry:
+    """One run folder's entry; a broken folder gives an entry with its problem, never an exception. `locks`:
+    `rig.device_lock.run_locks()` when the caller has read them already."""
     now = time.time() if now is None else now
+    locks = run_locks() if locks is None else locks
     try:
         name = str(folder.relative_to(root))
     except ValueError:
         name = folder.name
     try:
-        return _read_entry(folder, name, now)
+        return _read_entry(folder, name, now, locks)
     except Exception as exc:  # a listing never stops at one folder
         return RunEntry(folder, name, _stamp_unix(folder) or _mtime(folder), "?", "?", "unreadable", problem=str(exc))
 
@@ -170,7 +175,7 @@ def _read_summary(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     return data, None
 
 
-def _read_entry(folder: Path, name: str, now: float) -> RunEntry:
+def _read_entry(folder: Path, name: str, now: float, locks: dict[str, dict[str, Any]]) -> RunEntry:
     summary, summary_problem = _read_summary(folder)
     db = folder / "run.sqlite"
     protocol_file = folder / "protocol.yaml"
@@ -227,7 +232,7 @@ def _read_entry(folder: Path, name: str, now: float) -> RunEntry:
             **common,
         )
     progress_state = None if ov.progress is None else str(ov.progress["state"])
-    held = run_lock(folder)  # exact: a controller holds the rig's lock for this folder, or not
+    held = locks.get(str(folder.resolve()))  # exact: a controller holds the rig's lock for this folder, or not
     if held is not None:
         alive = bool(held)
     else:  # no lock file names it (an older run): judge by how recently the store was written

@@ -1,8 +1,9 @@
 """Issue 14 A2 and A4: one controller per rig, and operator commands that find the rig they mean.
 
 - A second `rig run` on the same rig (the same configuration, or another name for the same devices) is refused
-  within 2 s with exit 2, naming the holder's PID and run folder; `rig resume`, `rig check` and `rig safe` on the
-  locked rig are refused the same way; the first run's operator socket still answers the first run.
+  with exit 2 before it opens any device, naming the holder's PID and run folder; `rig resume`, `rig check` and
+  `rig safe` on the locked rig are refused the same way; the first run's operator socket still answers the first
+  run. How fast a refusal is (the issue's 2 s) is measured by bench/lock_refusal.py.
 - `rig pause|resume|abort|status|ack` with no --rig act on the one running rig; with several running they list
   them and send nothing; with none they say so (`abort` points to `rig safe`).
 """
@@ -10,9 +11,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from rig.store import read_events
@@ -24,7 +22,9 @@ from tests.support.waiting import wait_for
 ACTIVE = ("running", "suspended")
 
 
-def test_a_second_controller_is_refused_within_2_s_and_the_first_keeps_its_socket(tmp_path: Path) -> None:
+def test_a_second_controller_is_refused_before_it_opens_anything_and_the_first_keeps_its_socket(
+    tmp_path: Path,
+) -> None:
     env = rig_env(tmp_path)
     runs = tmp_path / "runs"
     with sim_process(tmp_path, "--speed", "20") as sim:
@@ -32,6 +32,7 @@ def test_a_second_controller_is_refused_within_2_s_and_the_first_keeps_its_socke
         with rig_process("run", str(LONG_PLATE), "--config", cfg, "--runs", str(runs), env=env) as first:
             wait_for(lambda: truth(sim.control)["current_a"] < -1e-5, 120, "the first run plating")
             first_dir = next(d for d in runs.iterdir() if d.is_dir())
+            opened_before = truth(sim.control)["connections_accepted"]
             refusals = {}
             renamed = rig_env(tmp_path, RIG_RIG__NAME="another-name")  # other name, same devices
             for label, args, e in [
@@ -41,23 +42,18 @@ def test_a_second_controller_is_refused_within_2_s_and_the_first_keeps_its_socke
                 ("check", ("check", "--config", cfg), env),
                 ("safe", ("safe", "--config", cfg), env),
             ]:
-                t0 = time.monotonic()
                 out = run_rig(*args, env=e, timeout=30)
-                refusals[label] = (out.returncode, time.monotonic() - t0, out.stdout + out.stderr)
-            # what starting Python and importing the rig costs on this host right now (it is loaded by other tests)
-            t0 = time.monotonic()
-            subprocess.run([sys.executable, "-c", "import rig.run_cmd, rig.safe_cmd, rig.check"], check=True, env=env)
-            imports_s = time.monotonic() - t0
+                refusals[label] = (out.returncode, out.stdout + out.stderr)
+            opened_after = truth(sim.control)["connections_accepted"]
             st = rig_json(env, "status")
             aborted = run_rig("abort", env=env)
             first.wait(120)
-    for label, (rc, took, said) in refusals.items():
+    # (how long a refusal takes, against the issue's 2 s, is measured by bench/lock_refusal.py)
+    for label, (rc, said) in refusals.items():
         assert rc == 2, (label, said)
-        # within 2 s on a quiet machine (1.1-1.8 s measured with other tests running); here: no more than 1 s beyond
-        # starting Python and importing the rig, i.e. no device opened and no timeout waited for
-        assert took < imports_s + 1.0, (label, took, imports_s)
         assert f"PID {first.pid}" in said and str(first_dir.resolve()) in said, (label, said)
         assert "Traceback" not in said
+    assert opened_after == opened_before  # refused before any device was opened: no port, no VISA resource
     assert not (tmp_path / "runs2").exists() and not (tmp_path / "runs3").exists()  # no empty run folders
     assert st["state"] in ACTIVE and str(st["step"]).startswith("2/2 plate")  # the first run's own socket
     assert not [e for e in read_events(first_dir / "run.sqlite") if e["kind"] == "safe"]  # rig safe did nothing
