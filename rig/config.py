@@ -173,6 +173,16 @@ class TelemetrySection(_Section):
     queue_size: int = Field(1000, ge=10)
 
 
+class RigEnvironment(BaseSettings):
+    """The `[rig]` keys set in the environment (`RIG_RIG__<KEY>`, read as for a configuration file), for commands
+    that run without one: `rig run --sim` (its rig's name) and the built-in validation limits."""
+
+    model_config = SettingsConfigDict(env_prefix="RIG_RIG__", extra="ignore")
+
+    name: str | None = None
+    max_current_density_ma_cm2: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
 class SimSection(_Section):
     """Present when the configuration points at a simulator."""
 

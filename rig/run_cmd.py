@@ -29,7 +29,7 @@ from protocols.plan import Plan
 from protocols.validate import validate_protocol
 from rig import simulator
 from rig.clock import ExperimentClock, unix_now
-from rig.config import ConfigError, RigConfig, load_config
+from rig.config import ConfigError, RigConfig, RigEnvironment, load_config
 from rig.device_lock import RigLock, RigLocked, lock_rig, rig_lock_keys
 from rig.devices import build_devices
 from rig.display import Display
@@ -411,7 +411,7 @@ def mark_failed(run_dir: Path, reason: str, jlog: JsonLog | None = None) -> None
 def _lock_for_sim(socket_path: Path | None, command: str) -> tuple[RigLock, str, Path]:
     """A `--sim` run's name and operator socket: `sim`, else `sim-2`, `sim-3`, ... (the first one free); a name
     set in the environment (RIG_RIG__NAME, as for any rig configuration) is taken as it is."""
-    named = os.environ.get("RIG_RIG__NAME")
+    named = RigEnvironment().name
     names = [named] if named else ["sim", *(f"sim-{n}" for n in range(2, 100))]
     for name in names:
         sock = socket_path or default_socket(name)

@@ -18,6 +18,7 @@ import math
 import os
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich import box
 from rich.console import Console, JustifyMethod
 from rich.table import Table
@@ -29,7 +30,7 @@ from protocols.plan import Plan
 from protocols.summary import step_rows, totals
 from protocols.validate import KEITHLEY_2450_MAX_CURRENT_A, RigLimits, validate_protocol
 from protocols.yaml_loader import MAX_BYTES, too_large
-from rig.config import ConfigError, PotentiostatConfig, RigConfig, RigSection, load_config
+from rig.config import ConfigError, PotentiostatConfig, RigConfig, RigEnvironment, RigSection, load_config
 
 __all__ = [
     "DENSITY_ENV",
@@ -52,17 +53,13 @@ DENSITY_ENV = "RIG_RIG__MAX_CURRENT_DENSITY_MA_CM2"
 
 
 def _density_from_environment() -> float | None:
-    """`RIG_RIG__MAX_CURRENT_DENSITY_MA_CM2` in mA/cm² (any case, as pydantic-settings reads it), or None."""
-    values = [value for key, value in os.environ.items() if key.upper() == DENSITY_ENV]
-    if not values:
-        return None
+    """`RIG_RIG__MAX_CURRENT_DENSITY_MA_CM2` in mA/cm² (as pydantic-settings reads it for a configuration), or None."""
     try:
-        value = float(values[0])
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{DENSITY_ENV}={values[0]!r}: the current-density limit must be a number of mA/cm² above 0")
-    return value
+        return RigEnvironment().max_current_density_ma_cm2
+    except ValidationError as exc:
+        got = exc.errors()[0].get("input")
+        why = "the current-density limit must be a number of mA/cm² above 0"
+        raise ConfigError(f"{DENSITY_ENV}={got!r}: {why}") from None
 
 
 def default_limits() -> RigLimits:
