@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
-from rig.pressure_controller import ControllerMode, ControllerStatus
+from rig.pressure_controller import ControllerMode, ControllerStatus, PressureController
 
 RELEASE_SILENCE_WALL_S = 10.0
 RELEASE_TIMEOUT_WALL_S = 600.0
@@ -29,12 +29,6 @@ class _Clock(Protocol):
     def now(self) -> float: ...
 
 
-class _Releasable(Protocol):
-    async def release(self, *, preload_kpa: float = 0.0, ramp_kpa_per_s: float | None = None) -> None: ...
-
-    def status(self) -> ControllerStatus: ...
-
-
 def device_problem(st: ControllerStatus) -> str | None:
     """Why the press or the load cell cannot be used now, or None."""
     if st.press_problem:
@@ -47,7 +41,7 @@ def device_problem(st: ControllerStatus) -> str | None:
 
 
 async def release_bounded(
-    ctl: _Releasable,
+    ctl: PressureController,
     *,
     clock: _Clock,
     preload_kpa: float,

@@ -16,9 +16,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -180,3 +182,16 @@ class Broker:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+@contextmanager
+def running_broker(folder: Path, kind: Kind, **options: Any) -> Iterator[Broker]:
+    """A broker in a new `folder`, configured and started; stopped when the block ends."""
+    folder.mkdir()
+    b = Broker(folder, kind=kind, **options)
+    b.configure()
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()

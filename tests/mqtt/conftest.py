@@ -15,20 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.mqtt.broker import BROKER_ENV, Broker, amqtt_available, require_mqtt5_broker
+from tests.mqtt.broker import BROKER_ENV, Broker, amqtt_available, require_mqtt5_broker, running_broker
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """An MQTT 5 broker (Mosquitto), started; stopped after the test."""
-    b = Broker(tmp_path / "broker", kind=require_mqtt5_broker())
-    b.folder.mkdir()
-    b.configure()
-    b.start()
-    try:
+    with running_broker(tmp_path / "broker", require_mqtt5_broker()) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture
@@ -36,11 +30,5 @@ def mqtt311_broker(tmp_path: Path) -> Iterator[Broker]:
     """A broker that speaks MQTT 3.1.1 only (amqtt 0.12), started; stopped after the test."""
     if not amqtt_available():
         pytest.fail(f"amqtt is not installed: pip install -e '.[dev]' ({BROKER_ENV}={os.environ.get(BROKER_ENV)})")
-    b = Broker(tmp_path / "broker-311", kind="amqtt")
-    b.folder.mkdir()
-    b.configure()
-    b.start()
-    try:
+    with running_broker(tmp_path / "broker-311", "amqtt") as b:
         yield b
-    finally:
-        b.stop()

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from rig.telemetry import MqttSettings, TelemetryLink, mqtt_client
-from tests.mqtt.broker import USERS, Broker, require_mqtt5_broker
+from tests.mqtt.broker import USERS, Broker, require_mqtt5_broker, running_broker
 
 
 def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
@@ -53,16 +53,11 @@ def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
 def tls_broker(tmp_path: Path) -> Iterator[Broker]:
     """A broker (as the `broker` fixture picks it) listening with TLS only."""
     kind = require_mqtt5_broker()
-    folder = tmp_path / "tls-broker"
-    folder.mkdir()
-    cert, key = self_signed(folder, "broker")
-    b = Broker(folder, kind=kind, certfile=cert, keyfile=key)
-    b.configure()
-    b.start()
-    try:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    cert, key = self_signed(certs, "broker")
+    with running_broker(tmp_path / "tls-broker", kind, certfile=cert, keyfile=key) as b:
         yield b
-    finally:
-        b.stop()
 
 
 def _settings(b: Broker, user: str, ca: Path | None) -> MqttSettings:
