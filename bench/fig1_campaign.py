@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console
 
-from rig.campaign_cmd import ice_table, load_entries, run_campaign
-from rig.store import read_samples
+from rig.cli.campaign_cmd import ice_table, load_entries, run_campaign
+from rig.data.store import read_samples
 
 LIBRARY = Path(__file__).resolve().parents[1] / "protocols" / "library"
 FILES = [LIBRARY / f"{e}_{p}kpa_plate_strip.yaml" for e in ("dme", "ecdmc") for p in (10, 50, 100, 180, 250)]

@@ -4,8 +4,8 @@ A simulator runs as its own process and one `rig run --config` holds it (plating
 `rig resume`, `rig check` and `rig safe` on the same rig is started `--repeat` times as an operator would start
 it, and timed from the process start to its exit. Printed per command: exit codes, median and worst wall time,
 beside the 2 s goal and beside the baseline: starting Python and importing what the refusal imports
-(`python -c "import rig.run_cmd, rig.safe_cmd, rig.check"`), which is most of it: the refusal itself opens no
-device (tests/operator/test_one_controller_per_rig.py proves that) and waits for no timeout.
+(`python -c "import rig.cli.run_cmd, rig.cli.safe_cmd, rig.cli.check"`), which is most of it: the refusal
+itself opens no device (tests/operator/test_one_controller_per_rig.py proves that) and waits for no timeout.
 
     python bench/lock_refusal.py [--repeat 5]
 """
@@ -69,7 +69,7 @@ def main() -> None:
                     "rig check": [*RIG, "check", "--config", cfg],
                     "rig safe": [*RIG, "safe", "--config", cfg],
                 }
-                imports = [sys.executable, "-c", "import rig.run_cmd, rig.safe_cmd, rig.check"]
+                imports = [sys.executable, "-c", "import rig.cli.run_cmd, rig.cli.safe_cmd, rig.cli.check"]
                 rows = {"baseline: Python + imports": [_timed(imports, env) for _ in range(args.repeat)]}
                 for label, cmd in commands.items():
                     rows[label] = [_timed(cmd, env) for _ in range(args.repeat)]

@@ -84,7 +84,7 @@ def measure(hours: float, speed: float, label: str, work: Path, span_wall_s: flo
     cmd = [
         sys.executable,
         "-c",
-        "from rig.cli import app; app()",
+        "from rig.cli.app import app; app()",
         "run",
         str(proto),
         "--sim",
@@ -128,7 +128,7 @@ def measure(hours: float, speed: float, label: str, work: Path, span_wall_s: flo
 
 def _holds(runs: Path) -> list[str]:
     """Why the run was suspended, one entry per suspension (state events into `suspended`)."""
-    from rig.store import read_events
+    from rig.data.store import read_events
 
     dbs = list(runs.glob("*/run.sqlite"))
     if not dbs:

@@ -2,7 +2,7 @@
 
 For each case a simulator process is started here (so its ground truth can be read while and after the run),
 `rig run --config <its rig config>` runs a library protocol on it (plate 1 mAh/cm², strip to 1 V), and the
-truth (deposit thickness and porosity) is polled from its control port. The estimate is `rig.analysis`'s
+truth (deposit thickness and porosity) is polled from its control port. The estimate is `rig.data.analysis`'s
 whole-run fit over the recorded samples (press position corrected for compliance and creep); the live value is
 what the run recorded in its `deposit_um` column at the end of plating.
 
@@ -11,7 +11,7 @@ what the run recorded in its `deposit_um` column at the end of plating.
 
 `--seeds` are the simulator's sensor-noise seeds (each draws another load-cell drift); `--stiffness` scales the
 stack and spring (1: the soft disc spring of the default rig; 10: a stiff load path). Each row also shows the
-estimate's own 1σ interval from the load cell's drift (`rig.porosity.drift_uncertainty`), and the summary how
+estimate's own 1σ interval from the load cell's drift (`rig.data.porosity.drift_uncertainty`), and the summary how
 often the truth fell inside it.
 
 The porosity numbers away from the optima are the simulator's model (docs/decisions/0004), not measurements.
@@ -33,11 +33,11 @@ from typing import Any
 
 from hardware_sim.control_port import control_request
 from protocols.validate import validate_protocol
-from rig.analysis import analyse_deposit, net_charge_c, step_kinds
+from rig.cli.validate_cmd import recorded_run_limits
 from rig.config import LoadCellConfig
-from rig.porosity import C_PER_MAH
-from rig.store import read_samples
-from rig.validate_cmd import recorded_run_limits
+from rig.data.analysis import analyse_deposit, net_charge_c, step_kinds
+from rig.data.porosity import C_PER_MAH
+from rig.data.store import read_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "protocols" / "library"
@@ -111,7 +111,8 @@ def run_case(
         t0 = time.monotonic()
         out = subprocess.run(
             [
-                *(sys.executable, "-c", "from rig.cli import app; app()", "run", str(protocol), "--config", str(cfg)),
+                *(sys.executable, "-c", "from rig.cli.app import app; app()", "run", str(protocol)),
+                *("--config", str(cfg)),
                 *("--runs", str(wd / "runs"), "--socket", str(wd / "op.sock")),
             ],
             capture_output=True,

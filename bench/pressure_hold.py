@@ -43,8 +43,8 @@ from hardware_sim.params import C_PER_MAH, MechanicsParams, SimParams
 from hardware_sim.rig import SimulatedRig
 from rig.clock import ExperimentClock
 from rig.config import load_config
+from rig.control.controller import ControllerSettings, PressureController
 from rig.devices import build_devices
-from rig.pressure_controller import ControllerSettings, PressureController
 
 STIFFNESSES = (0.1, 1.0, 10.0)
 CURRENT_DENSITY_A_CM2 = 0.5e-3

@@ -1,6 +1,6 @@
 """The protocol language: pure parsing, validation and planning, no I/O.
 
-Typical use (the caller reads the file; `rig.validate_cmd.read_protocol_file` checks its size before reading it):
+Typical use (the caller reads the file; `rig.cli.validate_cmd.read_protocol_file` checks its size before reading it):
 
     plan = validate_protocol(text, str(path), RigLimits(max_pressure_pa=250e3))
 

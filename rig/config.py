@@ -34,7 +34,7 @@ class RigSection(_Section):
     #: plausibility limit of a protocol's current density (against unit slips; the paper plates at 0.5 mA/cm²)
     max_current_density_ma_cm2: float = Field(10.0, gt=0)
     hard_force_limit_n: float = Field(gt=0, description="absolute over-force trip, from the calibration reference")
-    #: where this rig's runs are kept (absolute, ~ allowed); default: the user data folder (rig.paths)
+    #: where this rig's runs are kept (absolute, ~ allowed); default: the user data folder (rig.data.paths)
     runs_dir: Path | None = None
 
     @field_validator("runs_dir")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rig.coulombic import CoulombicLedger
+from rig.data.coulombic import CoulombicLedger
 
 
 def test_ice_is_the_first_complete_pair_and_average_spans_all() -> None:

@@ -18,8 +18,8 @@ from hardware_sim.params import MechanicsParams, SimParams
 from hardware_sim.rig import SimulatedRig
 from rig.clock import ExperimentClock
 from rig.config import RigConfig, load_config
+from rig.control.controller import ControllerSettings, PressureController
 from rig.devices import RigDevices, build_devices
-from rig.pressure_controller import ControllerSettings, PressureController
 
 
 @dataclass

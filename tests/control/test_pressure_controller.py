@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hardware_sim.params import C_PER_MAH
-from rig.pressure_controller import ApproachError, ControllerMode, OverForceTripped
+from rig.control.controller import ApproachError, ControllerMode, OverForceTripped
 from tests.conftest import FaultFigure
 from tests.control.harness import ControlledRig, TruthRecorder, controlled_rig
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from rig.pressure_law import (
+from rig.control.law import (
     DisturbanceEstimator,
     LawSettings,
     PressureLaw,

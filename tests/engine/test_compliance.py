@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from rig.engine import RunState
-from rig.store import read_events
+from rig.data.store import read_events
+from rig.run.engine import RunState
 from tests.support.run_harness import running
 
 

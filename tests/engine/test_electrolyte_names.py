@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rig.run_cmd import RunError, electrolyte_key, require_sim_electrolyte, sim_electrolyte
+from rig.cli.run_cmd import RunError, electrolyte_key, require_sim_electrolyte, sim_electrolyte
 
 
 @pytest.mark.parametrize(

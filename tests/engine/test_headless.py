@@ -34,7 +34,7 @@ def test_watchdog_interval_is_half_of_watchdog_usec(monkeypatch: pytest.MonkeyPa
 def test_json_log_writes_one_object_per_line_to_the_file_and_stderr(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rig.json_log import JsonLog
+    from rig.data.json_log import JsonLog
 
     log = JsonLog(tmp_path / "run.log.jsonl")
     log.event("state", "running -> suspended: load cell stale", {"condition": "force"})

@@ -11,8 +11,8 @@ import itertools
 import math
 from pathlib import Path
 
-from rig.engine import RunState
-from rig.store import FLAG_RESUMED, FLAG_STALE, FLAG_SUSPENDED, read_events, read_samples
+from rig.data.store import FLAG_RESUMED, FLAG_STALE, FLAG_SUSPENDED, read_events, read_samples
+from rig.run.engine import RunState
 from tests.conftest import FaultFigure
 from tests.support.run_harness import SETTLE_S, Running, quick_check, running
 

@@ -16,7 +16,7 @@ HERE = Path(__file__).parent
 
 def _rig(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from rig.cli import app; app()", *args],
+        [sys.executable, "-c", "from rig.cli.app import app; app()", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hardware_sim.control_port import control_request
-from rig.store import read_events, read_samples
+from rig.data.store import read_events, read_samples
 from tests.sim.sim_process import sim_process
 from tests.support.rig_cli import RIG, rig_env, run_rig
 from tests.support.waiting import wait_for

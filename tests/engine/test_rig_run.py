@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from hardware_sim.control_port import control_request
-from rig.store import FLAG_ENDED, read_events, read_samples
+from rig.data.store import FLAG_ENDED, read_events, read_samples
 from tests.support.ice_bounds import ice_interval
 from tests.support.rig_cli import rig_env, run_rig
 from tests.support.waiting import wait_for
@@ -56,7 +56,7 @@ def test_rig_run_sim_completes_and_prints_the_coulombic_efficiency(tmp_path: Pat
 def test_pause_resume_abort_from_another_terminal(tmp_path: Path) -> None:
     env = rig_env(tmp_path)
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-c", "from rig.cli import app; app()", "run", str(SHORT), "--sim", "--speed", "50"]
+    cmd = [sys.executable, "-c", "from rig.cli.app import app; app()", "run", str(SHORT), "--sim", "--speed", "50"]
     proc = subprocess.Popen(
         [*cmd, "--runs", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
@@ -107,7 +107,7 @@ def test_pause_resume_abort_from_another_terminal(tmp_path: Path) -> None:
 def test_sigterm_brings_the_run_to_a_safe_stop(tmp_path: Path) -> None:
     env = rig_env(tmp_path)
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-c", "from rig.cli import app; app()", "run", str(SHORT), "--sim", "--speed", "50"]
+    cmd = [sys.executable, "-c", "from rig.cli.app import app; app()", "run", str(SHORT), "--sim", "--speed", "50"]
     proc = subprocess.Popen(
         [*cmd, "--runs", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )

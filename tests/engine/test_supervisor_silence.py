@@ -12,8 +12,8 @@ import asyncio
 import time
 from typing import Any
 
-from rig.pressure_controller import ControllerMode, ControlSample
-from rig.supervisor import Supervisor, SupervisorSettings
+from rig.control.controller import ControllerMode, ControlSample
+from rig.run.supervisor import Supervisor, SupervisorSettings
 
 
 class _Clock:

@@ -2,7 +2,7 @@
 
 The simulated transmitter's `stuck` fault freezes its measurement registers (they keep answering, with the same
 gross weight and status). At the same instant the setpoint rises, so the controller moves the press into a force
-it cannot see. The motion/force cross-check (rig.pressure_law.FrozenCheck) must call the sensor frozen before the
+it cannot see. The motion/force cross-check (rig.control.law.FrozenCheck) must call the sensor frozen before the
 press has travelled 20 µm (or within 1 s); then no motion, the run suspends with an alarm, and it resumes by
 itself once the sensor answers again. The judge is the simulator's stepper counter and its true force.
 """
@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from rig.engine import RunState
-from rig.pressure_controller import ControlSample
-from rig.pressure_law import FrozenCheck
-from rig.store import read_events
+from rig.control.controller import ControlSample
+from rig.control.law import FrozenCheck
+from rig.data.store import read_events
+from rig.run.engine import RunState
 from tests.conftest import FaultFigure
 from tests.support.run_harness import running
 

@@ -26,8 +26,8 @@ from drivers.interfaces import ForceReading
 from drivers.mark10 import MARK10_UNITS_TO_N, Mark10
 from drivers.modbus_bus import ModbusBus
 from drivers.modbus_transmitter import UNIT_TO_N, ModbusTransmitter
-from rig.pressure_controller import ControllerMode
-from rig.pressure_law import JumpFilter, classify_reading, saturation_may_be_real
+from rig.control.controller import ControllerMode
+from rig.control.law import JumpFilter, classify_reading, saturation_may_be_real
 from tests.conftest import FaultFigure
 from tests.control.harness import ControlledRig, controlled_rig
 

@@ -25,8 +25,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from rig.engine import RunState
-from rig.store import read_events
+from rig.data.store import read_events
+from rig.run.engine import RunState
 from tests.conftest import FaultFigure
 from tests.support.run_harness import Running, running
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from rig.engine import RunState
-from rig.pressure_controller import ControllerMode
-from rig.store import read_events
+from rig.control.controller import ControllerMode
+from rig.data.store import read_events
+from rig.run.engine import RunState
 from tests.conftest import FaultFigure
 from tests.support.run_harness import Running, running
 

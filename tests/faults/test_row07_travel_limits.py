@@ -24,8 +24,8 @@ from drivers.errors import DeviceError
 from drivers.leadshine_pr import LeadshinePR
 from drivers.modbus_bus import ModbusBus
 from hardware_sim.rig import STEPPER_ID, SimulatedRig
-from rig.pressure_controller import ApproachError, ControllerMode
-from rig.pressure_law import LawSettings, PressureLaw
+from rig.control.controller import ApproachError, ControllerMode
+from rig.control.law import LawSettings, PressureLaw
 from tests.conftest import FaultFigure
 from tests.control.harness import controlled_rig
 

@@ -12,9 +12,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from rig.engine import RunState
-from rig.pressure_controller import ControlSample
-from rig.store import read_events
+from rig.control.controller import ControlSample
+from rig.data.store import read_events
+from rig.run.engine import RunState
 from tests.conftest import FaultFigure
 from tests.support.run_harness import running
 

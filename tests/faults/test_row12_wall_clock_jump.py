@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rig.engine import RunState
-from rig.store import read_events, read_samples
+from rig.data.store import read_events, read_samples
+from rig.run.engine import RunState
 from tests.conftest import FaultFigure
 from tests.support.run_harness import running
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.pressure_controller import ControlSample
+from rig.control.controller import ControlSample
 from tests.conftest import FaultFigure
 from tests.control.harness import ControlledRig, TruthRecorder, controlled_rig
 

@@ -34,7 +34,7 @@ def rig_command() -> list[str]:
     found = shutil.which("rig")
     if found is not None:
         return [found]
-    return [sys.executable, "-c", "from rig.cli import app; app()"]
+    return [sys.executable, "-c", "from rig.cli.app import app; app()"]
 
 
 def run(args: list[str], *, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -131,7 +131,7 @@ def test_rig_check_reports_an_active_press_alarm_and_does_not_reset_it(simulator
     [
         ("capacity_n = 100.0", "capacity_n = -5.0", "{file}: load_cell.capacity_n: ", "greater than 0"),
         ("timeout_s = 5.0", "timeout_sec = 5.0", "{file}: potentiostat.timeout_sec: ", "unknown key"),
-        # a cross-field error has no single location; the message names the key (rig/cli.py prints it as
+        # a cross-field error has no single location; the message names the key (rig/cli/app.py prints it as
         # rich markup, which swallows the "[buses.rs232]" in "names no [buses.rs232] section": not asserted)
         ('bus = "rs485"', 'bus = "rs232"', "load_cell.bus = 'rs232'", "have ['gauge', 'rs485']"),
         # a transmitter calibrated in grams with the default scale would read grams as newtons

@@ -1,7 +1,7 @@
-"""A run on the in-process simulator published to a real broker, wired as `rig run` wires it (rig/run_cmd.py).
+"""A run on the in-process simulator published to a real broker, wired as `rig run` wires it (rig/cli/run_cmd.py).
 
 The engine runs under tests/support/run_harness.py `running(...)` (store, supervisor, the model's truth recorded);
-`rig.run_telemetry.run_telemetry` samples `run_snapshot(engine.progress(), controller.status())` into a
+`rig.remote.run_telemetry.run_telemetry` samples `run_snapshot(engine.progress(), controller.status())` into a
 TelemetryLink on the broker; remote pause/resume/abort/ack go to the engine's own handlers (each call counted in
 `LinkedRun.calls`) and remote-command events go to the run's store and the events topic, as in `rig run` (which also
 writes them to the headless JSON log: tests/mqtt/test_hostile_commands_on_a_rig_run.py checks all three).
@@ -19,8 +19,8 @@ from typing import Any
 
 from rig.clock import unix_now
 from rig.config import TelemetrySection
-from rig.run_telemetry import Handler, run_snapshot, run_telemetry
-from rig.telemetry import TelemetryLink
+from rig.remote.run_telemetry import Handler, run_snapshot, run_telemetry
+from rig.remote.telemetry import TelemetryLink
 from tests.mqtt.broker import USERS, Broker
 from tests.support.run_harness import Running, running
 

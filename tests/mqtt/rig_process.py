@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig.remote_commands import make_command
-from rig.telemetry import MqttSettings, mqtt_client
+from rig.remote.commands import make_command
+from rig.remote.telemetry import MqttSettings, mqtt_client
 from tests.mqtt.broker import USERS, Broker
 from tests.support.rig_cli import RIG, rig_env
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rig.engine import RunState
-from rig.remote_commands import make_command
-from rig.store import read_events
-from rig.telemetry import MqttSettings, mqtt_client
+from rig.data.store import read_events
+from rig.remote.commands import make_command
+from rig.remote.telemetry import MqttSettings, mqtt_client
+from rig.run.engine import RunState
 from tests.conftest import FaultFigure
 from tests.mqtt.broker import USERS, Broker
 from tests.mqtt.linked_run import LinkedRun, linked_run

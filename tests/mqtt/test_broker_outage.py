@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig.engine import RunState
-from rig.store import read_events, read_samples
-from rig.telemetry import MqttSettings, mqtt_client
+from rig.data.store import read_events, read_samples
+from rig.remote.telemetry import MqttSettings, mqtt_client
+from rig.run.engine import RunState
 from tests.conftest import FaultFigure
 from tests.mqtt.broker import USERS, Broker
 from tests.mqtt.linked_run import LinkedRun, linked_run

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rig.remote_commands import make_command
-from rig.store import read_events
+from rig.data.store import read_events
+from rig.remote.commands import make_command
 from tests.conftest import FaultFigure
 from tests.mqtt.broker import Broker
 from tests.mqtt.rig_process import RigRun, observer, rig_connections, rig_run

@@ -1,4 +1,4 @@
-"""The pure command checker (rig.remote_commands): nothing a client sends makes it raise; every refusal has a reason.
+"""The pure command checker (rig.remote.commands): nothing a client sends makes it raise; every refusal has a reason.
 
 Issue 14 item 6: size and depth are bounded before parsing; what the parser can still raise (RecursionError, the
 int-digits limit) and what the checks after it could raise (an int too large for a float, a non-ASCII signature)
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rig.remote_commands import MAX_COMMAND_BYTES, CommandChecker, json_depth, make_command, parse_bounded
+from rig.remote.commands import MAX_COMMAND_BYTES, CommandChecker, json_depth, make_command, parse_bounded
 
 NOW = 1_790_000_000.0
 HUGE_INT = b'{"schema": 1, "id": "huge-int-0001", "cmd": "pause", "issued_unix_s": ' + b"9" * 5000 + b"}"

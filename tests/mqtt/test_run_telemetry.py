@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rig.store import read_events, read_samples
-from rig.telemetry import MqttSettings, mqtt_client
+from rig.data.store import read_events, read_samples
+from rig.remote.telemetry import MqttSettings, mqtt_client
 from tests.mqtt.broker import USERS, Broker
 
 SHORT = Path(__file__).resolve().parents[1] / "engine" / "short_protocol.yaml"
@@ -39,7 +39,7 @@ async def test_a_viewer_follows_a_simulated_run_through_a_broker_outage(broker: 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "from rig.cli import app; app()",
+        "from rig.cli.app import app; app()",
         "run",
         str(protocol),
         "--sim",

@@ -12,8 +12,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from rig.remote_commands import make_command
-from rig.telemetry import MqttSettings, TelemetryLink, mqtt_client
+from rig.remote.commands import make_command
+from rig.remote.telemetry import MqttSettings, TelemetryLink, mqtt_client
 from tests.mqtt.broker import USERS, Broker
 
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from rig.telemetry import MqttSettings, TelemetryLink, mqtt_client
+from rig.remote.telemetry import MqttSettings, TelemetryLink, mqtt_client
 from tests.mqtt.broker import USERS, Broker, require_mqtt5_broker, running_broker
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rig.telemetry import MqttSettings, TelemetryLink
+from rig.remote.telemetry import MqttSettings, TelemetryLink
 from tests.mqtt.broker import USERS, Broker
 
 SHORT = Path(__file__).resolve().parents[1] / "engine" / "short_protocol.yaml"
@@ -18,7 +18,7 @@ async def _rig_cli(*args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "from rig.cli import app; app()",
+        "from rig.cli.app import app; app()",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -128,7 +128,7 @@ async def test_watch_shows_two_simulated_runs_on_one_broker(broker: Broker, tmp_
             await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-c",
-                "from rig.cli import app; app()",
+                "from rig.cli.app import app; app()",
                 "run",
                 str(SHORT),
                 "--sim",

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from hardware_sim.control_port import control_request
-from rig.store import read_events
+from rig.data.store import read_events
 from tests.operator.rig_process import LONG_PLATE, rig_json, rig_process, run_dir_of, sim_info, truth
 from tests.support.rig_cli import rig_env
 from tests.support.waiting import wait_for

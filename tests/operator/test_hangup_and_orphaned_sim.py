@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from rig.store import read_events
+from rig.data.store import read_events
 from tests.operator.rig_process import (
     PLATE_ONLY,
     SHORT,

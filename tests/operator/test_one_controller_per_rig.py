@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rig.store import read_events
+from rig.data.store import read_events
 from tests.operator.rig_process import LONG_PLATE, SHORT, rig_json, rig_process, run_dir_of, sim_info, truth
 from tests.sim.sim_process import sim_process
 from tests.support.rig_cli import rig_env, run_rig

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rig.store import read_events, read_last_sample
+from rig.data.store import read_events, read_last_sample
 from tests.operator.rig_process import LONG_PLATE, PLATE_ONLY, rig_process, summary, truth
 from tests.sim.sim_process import SimProcess, sim_process
 from tests.support.rig_cli import rig_env, run_rig

@@ -12,13 +12,13 @@ import signal
 import time
 from pathlib import Path
 
-from rig.store import read_events
+from rig.data.store import read_events
 from tests.operator.rig_process import SHORT, rig_process, summary, truth
 from tests.sim.sim_process import sim_process
 from tests.support.rig_cli import rig_env
 from tests.support.waiting import wait_for
 
-GIVE_UP_S = 10.0  # rig.release: a press or load cell silent this long (wall) ends the release
+GIVE_UP_S = 10.0  # rig.control.release: a press or load cell silent this long (wall) ends the release
 
 
 def test_devices_vanishing_during_the_release_end_the_stop_with_one_line(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from protocols import ProtocolError
 from protocols.validate import RigLimits, validate_protocol
 from protocols.yaml_loader import MAX_BYTES
-from rig.cli import app
-from rig.validate_cmd import default_limits, read_protocol_file, recorded_run_limits
+from rig.cli.app import app
+from rig.cli.validate_cmd import default_limits, read_protocol_file, recorded_run_limits
 from tests.support.rig_cli import RIG, rig_env, run_rig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ def test_defaults_are_the_configurations_own() -> None:
 def test_as_a_process(path: Path, code: int) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"}
     proc = subprocess.run(
-        [sys.executable, "-c", "from rig.cli import app; app()", "validate", str(path)],
+        [sys.executable, "-c", "from rig.cli.app import app; app()", "validate", str(path)],
         capture_output=True,
         text=True,
         env=env,
@@ -294,7 +294,7 @@ def test_a_recorded_run_is_read_back_whatever_current_density_it_was_allowed(tmp
     env = rig_env(tmp_path, RIG_RIG__MAX_CURRENT_DENSITY_MA_CM2="lots")  # not read: it never raises
     assert (
         subprocess.run(
-            [*RIG[:2], "from rig.validate_cmd import recorded_run_limits as r; r()"], env=env, timeout=60
+            [*RIG[:2], "from rig.cli.validate_cmd import recorded_run_limits as r; r()"], env=env, timeout=60
         ).returncode
         == 0
     )

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from hardware_sim.control_port import control_request
-from rig.export import export_run
-from rig.store import FLAG_RESUMED, read_events, read_samples
+from rig.data.export import export_run
+from rig.data.store import FLAG_RESUMED, read_events, read_samples
 from tests.sim.sim_process import sim_process
 from tests.support.rig_cli import RIG, rig_env, run_rig
 from tests.support.waiting import wait_for

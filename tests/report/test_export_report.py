@@ -21,9 +21,9 @@ import pytest
 
 from hardware_sim.control_port import control_request
 from protocols.validate import validate_protocol
-from rig.export import BDF_COLUMNS, PROJECT_COLUMNS, export_run, monotonic_test_time
-from rig.report import plate_condition, report_campaign, report_run
-from rig.store import FLAG_PAUSED, read_samples
+from rig.data.export import BDF_COLUMNS, PROJECT_COLUMNS, export_run, monotonic_test_time
+from rig.data.report import plate_condition, report_campaign, report_run
+from rig.data.store import FLAG_PAUSED, read_samples
 from tests.support.rig_cli import run_rig
 from tests.support.waiting import wait_for
 
@@ -41,7 +41,7 @@ def paused_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env["XDG_RUNTIME_DIR"] = str(tmp / "xdg")
     (tmp / "xdg").mkdir()
     runs = tmp / "runs"
-    cmd = [sys.executable, "-c", "from rig.cli import app; app()", "run", str(SHORT), "--sim", "--speed", "100"]
+    cmd = [sys.executable, "-c", "from rig.cli.app import app; app()", "run", str(SHORT), "--sim", "--speed", "100"]
     proc = subprocess.Popen(
         [*cmd, "--runs", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from rig.porosity import (
+from rig.data.porosity import (
     RESOLVED_SIGMA_POROSITY,
     LiveDepositEstimator,
     ThicknessPoint,
@@ -185,8 +185,8 @@ def test_the_interval_covers_the_truth_as_often_as_it_claims(porosity: float, cr
 
 
 def test_the_report_says_when_the_porosity_is_not_resolved() -> None:
-    from rig.analysis import DepositAnalysis, porosity_verdict
-    from rig.porosity import DepositFit, DriftUncertainty
+    from rig.data.analysis import DepositAnalysis, porosity_verdict
+    from rig.data.porosity import DepositFit, DriftUncertainty
 
     fit = DepositFit(9.5, 0.0, 3.0, 60.0, 0.25, 0.0, 0.4, 500, 1.0)  # φ = 1 − 8.86/9.5 = 6.7 %
     dep = DepositAnalysis(fit, [ThicknessPoint(float(i), 0.0, 0.0) for i in range(500)], 180e3, 0.022, True)

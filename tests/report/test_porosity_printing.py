@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.report import figure_thickness, load_run, report_campaign, report_run
+from rig.data.report import figure_thickness, load_run, report_campaign, report_run
 from tests.runs.stored import KINDS, unpack
 
 pytest.importorskip("matplotlib")
@@ -54,7 +54,7 @@ def test_report_prints_a_porosity_only_when_it_can_be_true(runs: dict[str, Path]
 
 @pytest.mark.parametrize("kind", ["library-1000x", "aborted"])
 def test_the_thickness_figure_prints_no_impossible_porosity(runs: dict[str, Path], kind: str) -> None:
-    from rig.analysis import analyse_deposit
+    from rig.data.analysis import analyse_deposit
 
     run = load_run(runs[kind])
     dep = analyse_deposit(run.samples, run.plan)

@@ -6,7 +6,7 @@ Each case owns its simulator process (so the ground truth can be read after the 
 
 What limits the estimate is the load cell's slow drift: the controller holds the *measured* force, so a drift
 moves the true force, and that reads as stack thickness through the series compliance. The estimate carries its
-own interval for that (`rig.porosity.drift_uncertainty`, from the configured drift), and that interval is what
+own interval for that (`rig.data.porosity.drift_uncertainty`, from the configured drift), and that interval is what
 is asserted here, besides the error:
 - EC:DMC at 10 kPa on the default rig (soft disc spring, k ≈ 0.022 N/µm): a 20 µm porous deposit; the estimate
   is resolved (1σ ≈ ±0.05) and within 0.15 of the truth;
@@ -27,11 +27,11 @@ from typing import Any
 
 from hardware_sim.control_port import control_request
 from protocols.validate import validate_protocol
-from rig.analysis import analyse_deposit
+from rig.cli.validate_cmd import default_limits
 from rig.config import LoadCellConfig
-from rig.porosity import DriftUncertainty
-from rig.store import read_samples
-from rig.validate_cmd import default_limits
+from rig.data.analysis import analyse_deposit
+from rig.data.porosity import DriftUncertainty
+from rig.data.store import read_samples
 from tests.sim.sim_process import sim_process
 
 LIB = Path(__file__).parents[2] / "protocols" / "library"
@@ -44,7 +44,7 @@ def _run_on_own_simulator(protocol: Path, electrolyte: str, stiffness: float, tm
     with sim_process(tmp, *args) as sim:
         out = subprocess.run(
             [
-                *(sys.executable, "-c", "from rig.cli import app; app()", "run", str(protocol)),
+                *(sys.executable, "-c", "from rig.cli.app import app; app()", "run", str(protocol)),
                 *("--config", str(sim.config_path), "--runs", str(tmp / "runs"), "--socket", str(tmp / "op.sock")),
             ],
             capture_output=True,

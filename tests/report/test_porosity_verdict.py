@@ -1,4 +1,4 @@
-"""The one porosity formatter (`rig.analysis.porosity_verdict`): a value within 0–100 % or "not resolved: why".
+"""The one porosity formatter (`rig.data.analysis.porosity_verdict`): a value within 0–100 % or "not resolved: why".
 
 Each case is built from a fit and a drift interval of the kind the stored runs produced (tests/runs/stored/),
 so every branch of the verdict is exercised with its own numbers; the stored runs themselves are in
@@ -11,9 +11,9 @@ import math
 
 import pytest
 
-from rig.analysis import MIN_POSITION_SAMPLES, DepositAnalysis, porosity_verdict
-from rig.porosity import NA_DENSE_UM_PER_MAH_CM2 as DENSE
-from rig.porosity import DepositFit, DriftUncertainty, ThicknessPoint
+from rig.data.analysis import MIN_POSITION_SAMPLES, DepositAnalysis, porosity_verdict
+from rig.data.porosity import NA_DENSE_UM_PER_MAH_CM2 as DENSE
+from rig.data.porosity import DepositFit, DriftUncertainty, ThicknessPoint
 from tests.report.test_porosity_printing import assert_printable
 
 

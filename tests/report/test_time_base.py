@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from rig.export import export_run
-from rig.report import figure_pressure, load_run, report_run
-from rig.store import read_events, read_samples
+from rig.data.export import export_run
+from rig.data.report import figure_pressure, load_run, report_run
+from rig.data.store import read_events, read_samples
 from tests.runs.stored import unpack
 from tests.support.rig_cli import rig_env, run_rig
 

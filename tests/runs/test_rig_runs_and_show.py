@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hardware_sim.control_port import control_request
-from rig.store import read_events, read_samples
+from rig.data.store import read_events, read_samples
 from tests.runs.stored import KINDS, unpack
 from tests.support.rig_cli import RIG, rig_env, run_rig
 from tests.support.waiting import wait_for

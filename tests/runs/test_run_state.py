@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from rig.data.run_index import ENGAGE_WITHIN_S, LIVE_WITHIN_S, read_entry
+from rig.data.store import RunStore, Sample, read_overview
 from rig.device_lock import LOCK_DIR_ENV, RigLock
-from rig.run_index import ENGAGE_WITHIN_S, LIVE_WITHIN_S, read_entry
-from rig.store import RunStore, Sample, read_overview
 from tests.runs.stored import unpack
 
 

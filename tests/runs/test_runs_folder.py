@@ -35,7 +35,7 @@ def test_rig_env_gives_each_test_its_own_user_data_folder(tmp_path: Path) -> Non
 def test_runs_root_is_the_option_then_the_configuration_then_the_user_data_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rig.paths import resolve_runs_root
+    from rig.data.paths import resolve_runs_root
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert resolve_runs_root(None, None) == tmp_path / "data" / "rig" / "runs"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from rig.store import APPLICATION_ID, RunStore, Sample, read_samples
+from rig.data.store import APPLICATION_ID, RunStore, Sample, read_samples
 
 
 def _sample(t: float, **extra: float) -> Sample:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.store import RunStore, Sample, StoreError, read_events, read_meta, read_progress, read_samples
+from rig.data.store import RunStore, Sample, StoreError, read_events, read_meta, read_progress, read_samples
 
 
 def _sample(t: float, **kw: float) -> Sample:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rig.store import is_simulated_run
+from rig.data.store import is_simulated_run
 
 REAL = {"speed": "1.0", "rig_config": json.dumps({"rig": {"name": "bench-2"}})}
 

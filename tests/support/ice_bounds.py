@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rig.store import read_events, read_samples
+from rig.data.store import read_events, read_samples
 
 
 def ice_interval(run_dir: Path, *, cutoff_v: float = 1.0) -> tuple[float, float]:

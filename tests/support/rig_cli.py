@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 #: `rig` through the interpreter running the tests (the same install, whatever PATH says)
-RIG = [sys.executable, "-c", "from rig.cli import app; app()"]
+RIG = [sys.executable, "-c", "from rig.cli.app import app; app()"]
 #: the checkout under test: `python -c` imports from the working directory, so a test that runs `rig` elsewhere
 #: puts this first on PYTHONPATH (an installed copy of another checkout must not answer instead)
 REPO = Path(__file__).resolve().parents[2]

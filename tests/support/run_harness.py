@@ -16,10 +16,10 @@ from pathlib import Path
 
 from protocols.plan import Plan
 from protocols.validate import validate_protocol
-from rig.engine import RunEngine, RunResult
-from rig.store import RunStore
-from rig.supervisor import SupervisorSettings
-from rig.validate_cmd import limits_from_config
+from rig.cli.validate_cmd import limits_from_config
+from rig.data.store import RunStore
+from rig.run.engine import RunEngine, RunResult
+from rig.run.supervisor import SupervisorSettings
 from tests.control.harness import ControlledRig, controlled_rig
 
 PROTOCOL = """\

@@ -1,9 +1,9 @@
 """The run engine: executes a validated plan while the pressure controller holds the stack underneath.
 
 States: idle → running ⇄ paused | suspended → completed | aborted | failed; every change is recorded as an event.
-A pause is the operator's; a suspension is the supervisor's (rig.supervisor: a stale load cell, pressure out of
+A pause is the operator's; a suspension is the supervisor's (rig.run.supervisor: a stale load cell, pressure out of
 band, event-loop lag, a storage error, a potentiostat that does not answer or sits in compliance, an over-force
-trip). Both enter the one safe state (rig.safe_state) and resume with the same pressure-first rule; a suspension
+trip). Both enter the one safe state (rig.run.safe_state) and resume with the same pressure-first rule; a suspension
 clears by itself, then the step continues by its `on_resume` policy (continue, restart, or abort). Step progress
 is written to the store with every sample so a killed run can be continued (`ResumePoint`). The engine
 is the only owner of the potentiostat; the pressure controller is the only owner of the press. Capacity is counted
@@ -28,13 +28,13 @@ from drivers.errors import DeviceError
 from drivers.interfaces import GalvanostaticConfig, Potentiostat, PotentiostatReading
 from protocols.plan import Plan, PlannedHold, PlannedPlate, PlannedPressure, PlannedRest, PlannedStep, PlannedStrip
 from rig.clock import unix_now
-from rig.coulombic import CoulombicLedger
-from rig.porosity import LiveDepositEstimator
-from rig.pressure_controller import ControllerMode, OverForceTripped, PressureController
-from rig.release import ReleaseAbandoned, release_bounded
-from rig.safe_state import SafeState
-from rig.store import FLAG_ENDED, FLAG_PAUSED, FLAG_RESUMED, FLAG_STALE, FLAG_SUSPENDED, RunStore, Sample
-from rig.supervisor import Supervisor, SupervisorSettings
+from rig.control.controller import ControllerMode, OverForceTripped, PressureController
+from rig.control.release import ReleaseAbandoned, release_bounded
+from rig.data.coulombic import CoulombicLedger
+from rig.data.porosity import LiveDepositEstimator
+from rig.data.store import FLAG_ENDED, FLAG_PAUSED, FLAG_RESUMED, FLAG_STALE, FLAG_SUSPENDED, RunStore, Sample
+from rig.run.safe_state import SafeState
+from rig.run.supervisor import Supervisor, SupervisorSettings
 
 
 class RunState(enum.Enum):
@@ -255,7 +255,7 @@ class RunEngine:
         self._resume.set()
         return {"state": self.state.value, "acknowledged": True}
 
-    # ------------------------------------------------------------------ suspender interface (rig.supervisor)
+    # ------------------------------------------------------------------ suspender interface (rig.run.supervisor)
     def suspend(self, key: str, message: str, **data: object) -> None:
         """Add a hold: the protocol suspends (current off at once, pressure held)."""
         if key in self._holds or self.state not in (RunState.RUNNING, RunState.PAUSED, RunState.SUSPENDED):
@@ -443,7 +443,7 @@ class RunEngine:
             self._on_progress(self.progress())
 
     async def _end_pressure(self) -> None:
-        """Release the pressure, recording as it goes (rig.release: bounded; a press or load cell that stops
+        """Release the pressure, recording as it goes (rig.control.release: bounded; a press or load cell that stops
         answering ends it with the pressure held where it is, said once, recorded, and reported in the result)."""
         if self._ctl.mode not in (ControllerMode.HOLD, ControllerMode.RELEASE):
             return
@@ -865,7 +865,7 @@ class RunEngine:
             self._on_progress(self.progress())
 
     def _deposit_um(self, st: Any, t: float) -> float | None:
-        """The live deposit thickness estimate (rig.porosity) for this reading."""
+        """The live deposit thickness estimate (rig.data.porosity) for this reading."""
         net_c = math.fsum(p.plated_c - p.stripped_c for p in self.ledger.pairs.values())
         net_c += self._electro_sign * self._step_charge_c
         in_band = st.pressure_kpa is not None and abs(st.pressure_kpa - st.setpoint_kpa) <= 0.05 * st.setpoint_kpa

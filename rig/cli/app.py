@@ -38,7 +38,7 @@ def check(
     config: Annotated[Path, typer.Option("--config", "-c", help="rig configuration (TOML)")] = Path("rig.toml"),
 ) -> None:
     """Connect every device; print identity, one fresh reading and the safety settings read back."""
-    from rig.check import run_check
+    from rig.cli.check import run_check
     from rig.device_lock import RigLocked, lock_rig
 
     console = Console(soft_wrap=True)  # an error line is never broken inside a word or a path
@@ -83,7 +83,7 @@ def validate(
     ] = None,
 ) -> None:
     """Check a protocol against the rig's limits; print the plan (exit 0) or every error as FILE:LINE:COL (exit 2)."""
-    from rig.validate_cmd import run_validate
+    from rig.cli.validate_cmd import run_validate
 
     rc = run_validate(file, config, out=Console(), err=Console(stderr=True))
     if rc:
@@ -132,7 +132,7 @@ def run(
     ] = 600.0,
 ) -> None:
     """Run a protocol with the pressure held underneath; prints the coulombic efficiency at the end."""
-    from rig.run_cmd import run_command
+    from rig.cli.run_cmd import run_command
 
     rc = run_command(
         file,
@@ -164,7 +164,7 @@ def safe(
     """Make a rig safe without its controller: output off (HIGH-Z) and read back, press held (or released).
 
     Never starts or resumes a run; refused while a controller owns the rig (use `rig abort` for that)."""
-    from rig.safe_cmd import safe_command
+    from rig.cli.safe_cmd import safe_command
 
     named = None if run_dir is None else _named_run(run_dir)
     rc = safe_command(named, config, release=release, console=Console(), err=Console(stderr=True))
@@ -179,7 +179,7 @@ _NO_CONTROLLER_ABORT = (
 
 def _operator(cmd: str, rig_name: str | None, socket_path: Path | None) -> None:
     """Send one command to a running controller: the named rig, or the only one running (several: none)."""
-    from rig.operator_socket import default_socket, running_rigs, runtime_dir, send_command
+    from rig.remote.operator_socket import default_socket, running_rigs, runtime_dir, send_command
 
     err = Console(stderr=True)
     if socket_path is not None:
@@ -247,7 +247,7 @@ def resume(
     if run_dir is None:
         _operator("resume", rig_name, socket)
         return
-    from rig.run_cmd import resume_command
+    from rig.cli.run_cmd import resume_command
 
     rc = resume_command(
         _named_run(run_dir), console=Console(), err=Console(stderr=True), socket_path=socket, headless=headless
@@ -292,8 +292,8 @@ def campaign(
     ] = None,
 ) -> None:
     """Run several protocols in turn and print ICE against pressure per electrolyte (the paper's Fig. 1a/b)."""
-    from rig.campaign_cmd import ice_table, load_entries, run_campaign
-    from rig.paths import campaign_folder, resolve_runs_root
+    from rig.cli.campaign_cmd import ice_table, load_entries, run_campaign
+    from rig.data.paths import campaign_folder, resolve_runs_root
 
     console, err = Console(), Console(stderr=True)
     if not sim:
@@ -318,7 +318,7 @@ _RUNS_CFG_OPT = typer.Option("--config", "-c", help="rig configuration: its [rig
 
 
 def _runs_root(runs: Path | None, config: Path | None) -> Path:
-    from rig.paths import resolve_runs_root
+    from rig.data.paths import resolve_runs_root
 
     cfg = None
     if config is not None:
@@ -341,7 +341,7 @@ def runs_cmd(
 
     from rich.table import Table
 
-    from rig.run_index import list_runs
+    from rig.data.run_index import list_runs
 
     root = _runs_root(runs, config)
     entries = list_runs(root)
@@ -372,7 +372,7 @@ def show(
     config: Annotated[Path | None, _RUNS_CFG_OPT] = None,
 ) -> None:
     """One run without exporting it: summary, steps, events and alarms, the last samples (test time throughout)."""
-    from rig.show_cmd import RunNotFound, find_run, show_run
+    from rig.cli.show_cmd import RunNotFound, find_run, show_run
 
     root = _runs_root(runs, config)
     try:
@@ -386,7 +386,7 @@ def show(
 
 
 def _mqtt_settings(broker: str, username: str | None, password: str | None, prefix: str, rig_id: str) -> Any:
-    from rig.telemetry import MqttSettings
+    from rig.remote.telemetry import MqttSettings
 
     host, _, port = broker.rpartition(":")
     if not host:
@@ -418,8 +418,8 @@ def watch(
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
 ) -> None:
     """The fleet view: every rig on the broker with its state, pressure and step."""
-    from rig.watch_cmd import BrokerError
-    from rig.watch_cmd import watch as do_watch
+    from rig.cli.watch_cmd import BrokerError
+    from rig.cli.watch_cmd import watch as do_watch
 
     settings = _mqtt_settings(broker, username, password, prefix, "watch")
     try:
@@ -443,9 +443,9 @@ def send(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the rig's reply")] = 10.0,
 ) -> None:
     """Send one command to one rig over the broker and print its reply."""
-    from rig.remote_commands import ALLOWED
-    from rig.watch_cmd import BrokerError
-    from rig.watch_cmd import send as do_send
+    from rig.cli.watch_cmd import BrokerError
+    from rig.cli.watch_cmd import send as do_send
+    from rig.remote.commands import ALLOWED
 
     if command not in ALLOWED:
         Console(stderr=True).print(f"only {', '.join(sorted(ALLOWED))} can be sent", highlight=False)
@@ -466,8 +466,8 @@ def _named_run(path: Path) -> Path:
     """A run folder as given, else the run of that name (or unique beginning) in the runs folder (`rig runs`)."""
     if path.exists():
         return path
-    from rig.paths import resolve_runs_root
-    from rig.show_cmd import RunNotFound, find_run
+    from rig.cli.show_cmd import RunNotFound, find_run
+    from rig.data.paths import resolve_runs_root
 
     root = resolve_runs_root(None, None)
     if (root / path).is_dir():
@@ -485,8 +485,8 @@ def export_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="output file (default: RUN_DIR/export/...)")] = None,
 ) -> None:
     """Export a run in the Battery Data Format (BDF columns, then the rig's own), with a metadata sidecar."""
-    from rig.export import ExportError, export_run
-    from rig.store import StoreError
+    from rig.data.export import ExportError, export_run
+    from rig.data.store import StoreError
 
     try:
         res = export_run(_named_run(run_dir), fmt=fmt, out=out)
@@ -513,8 +513,8 @@ def report_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default: <first folder>/report)")] = None,
 ) -> None:
     """PNG figures and a Markdown summary of a run (or, with --campaign, ICE against pressure over runs)."""
-    from rig.report import ReportError, report_campaign, report_run
-    from rig.store import StoreError
+    from rig.data.report import ReportError, report_campaign, report_run
+    from rig.data.store import StoreError
 
     try:
         if campaign:

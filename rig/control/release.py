@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
-from rig.pressure_controller import ControllerMode, ControllerStatus, PressureController
+from rig.control.controller import ControllerMode, ControllerStatus, PressureController
 
 RELEASE_SILENCE_WALL_S = 10.0
 RELEASE_TIMEOUT_WALL_S = 600.0

@@ -1,5 +1,5 @@
 """What a finished run's samples say (pure: takes samples and the plan, no I/O): capacity per step, net deposited
-charge, and the deposit thickness / apparent porosity fit over the whole run (`rig.porosity`)."""
+charge, and the deposit thickness / apparent porosity fit over the whole run (`rig.data.porosity`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from protocols.plan import Plan, PlannedPlate, PlannedPressure, PlannedStrip
 from rig.config import LoadCellConfig
-from rig.porosity import (
+from rig.data.porosity import (
     C_PER_MAH,
     NA_DENSE_UM_PER_MAH_CM2,
     DepositFit,
@@ -21,7 +21,7 @@ from rig.porosity import (
     fit_deposit,
     stack_change_um,
 )
-from rig.store import FLAG_ENDED, FLAG_PAUSED, FLAG_STALE, FLAG_SUSPENDED, Sample
+from rig.data.store import FLAG_ENDED, FLAG_PAUSED, FLAG_STALE, FLAG_SUSPENDED, Sample
 
 __all__ = [
     "MIN_POSITION_SAMPLES",
@@ -102,7 +102,7 @@ class DepositAnalysis:
     stripped: bool = False  # the window holds a strip (at least a tenth of the peak charge taken back)
 
     def uncertainty(self, drift_n_per_sqrt_s: float) -> DriftUncertainty:
-        """The porosity interval the load cell's drift leaves (`rig.porosity.drift_uncertainty`)."""
+        """The porosity interval the load cell's drift leaves (`rig.data.porosity.drift_uncertainty`)."""
         return drift_uncertainty(
             self.fit, self.points, stiffness_n_per_um=self.stiffness_n_per_um, drift_n_per_sqrt_s=drift_n_per_sqrt_s
         )
@@ -182,7 +182,7 @@ def find_deposit(samples: Sequence[Sample], plan: Plan) -> DepositAnalysis | str
     return DepositAnalysis(fit, points, p_pa, statistics.median(ks), stripped)
 
 
-_FIT_MIN_POINTS = 8  # rig.porosity.fit_deposit's own minimum
+_FIT_MIN_POINTS = 8  # rig.data.porosity.fit_deposit's own minimum
 
 
 def _fallback_k(samples: Sequence[Sample]) -> float | None:
@@ -252,7 +252,7 @@ def porosity_verdict(
     """Decide what may be printed of the deposit's apparent porosity (`run_state`: completed, aborted, killed, …).
 
     A value is printed only when it is finite and within 0–1 and its drift interval is within
-    ±`RESOLVED_SIGMA_POROSITY` (rig.porosity). Otherwise the verdict says why, the first of: no estimate
+    ±`RESOLVED_SIGMA_POROSITY` (rig.data.porosity). Otherwise the verdict says why, the first of: no estimate
     (`find_deposit`'s reason); the run ended before its deposit was stripped (a plate alone is a preview: growth
     and creep are nearly collinear); too few position samples; the run too short for the load path (a dense
     deposit at the peak charge is within twice the press's noise: the fit's residual or the drift's spread);

@@ -17,10 +17,11 @@ from rich.table import Table
 
 from protocols.errors import ProtocolError
 from protocols.validate import validate_protocol
-from rig.analysis import assess_deposit, load_cell_drift
-from rig.porosity import C_PER_MAH
-from rig.run_index import RunEntry, find_run_folders, read_entry
-from rig.store import (
+from rig.cli.validate_cmd import recorded_run_limits
+from rig.data.analysis import assess_deposit, load_cell_drift
+from rig.data.porosity import C_PER_MAH
+from rig.data.run_index import RunEntry, find_run_folders, read_entry
+from rig.data.store import (
     FLAG_ENDED,
     FLAG_PAUSED,
     FLAG_RESUMED,
@@ -32,7 +33,6 @@ from rig.store import (
     read_meta,
     read_samples,
 )
-from rig.validate_cmd import recorded_run_limits
 
 __all__ = ["RunNotFound", "find_run", "show_run", "step_rows"]
 

@@ -6,7 +6,7 @@ was plated and stripped at — the analogue of the paper's Fig. 1a/b. Simulated 
 optima are the simulator's model, not measurements.
 
 The runs go into one folder per campaign: `--runs DIR`, by default `campaign-<UTC time>` in the user's runs folder
-(`rig.paths`), so `rig runs` lists them beside single runs and `rig report --campaign DIR` finds them all; each
+(`rig.data.paths`), so `rig runs` lists them beside single runs and `rig report --campaign DIR` finds them all; each
 protocol gets `NN-<file name>/` in it, holding its run folder.
 """
 
@@ -28,9 +28,9 @@ from rich.table import Table
 from protocols.errors import ProtocolError
 from protocols.plan import Plan, PlannedPlate, PlannedStrip
 from protocols.validate import validate_protocol
+from rig.cli.run_cmd import RunError, require_sim_electrolyte
+from rig.cli.validate_cmd import default_limits, read_protocol_file
 from rig.config import ConfigError
-from rig.run_cmd import RunError, require_sim_electrolyte
-from rig.validate_cmd import default_limits, read_protocol_file
 
 PAPER_OPTIMA = {"dme": (180.0, 0.882), "ec-dmc": (250.0, 0.861)}
 
@@ -63,7 +63,7 @@ def _run_one(entry: CampaignEntry, *, speed: float, runs_root: Path, index: int)
     runs.mkdir(parents=True, exist_ok=True)
     # a socket path is limited to ~100 bytes: a short name in the temp dir, unique to this campaign process
     sock = Path(tempfile.gettempdir()) / f"rig-campaign-{os.getpid()}-{index}.sock"
-    cmd = [sys.executable, "-c", "from rig.cli import app; app()", "run", str(entry.file), "--sim"]
+    cmd = [sys.executable, "-c", "from rig.cli.app import app; app()", "run", str(entry.file), "--sim"]
     cmd += ["--speed", str(speed), "--runs", str(runs), "--socket", str(sock)]
     t0 = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""The closed-loop pressure controller: the async shell around `rig.pressure_law`, sole owner of the press.
+"""The closed-loop pressure controller: the async shell around `rig.control.law`, sole owner of the press.
 
 One task runs the loop from `start()` to `stop()`, whatever the protocol is doing. Each cycle it reads the
 force once, checks the reading (valid, new sequence number, young, not frozen) and the absolute over-force
@@ -41,7 +41,7 @@ from typing import Protocol, runtime_checkable
 from drivers.errors import DeviceError
 from drivers.interfaces import ForceReading, ForceSensor, ForceStatus, Press
 from rig.config import RigConfig
-from rig.pressure_law import (
+from rig.control.law import (
     FrozenCheck,
     JumpFilter,
     LawSettings,
@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 
-STALE_REASON = "stale: no fresh sample"  # how a sample published by the stale timer starts (rig.supervisor)
+STALE_REASON = "stale: no fresh sample"  # how a sample published by the stale timer starts (rig.run.supervisor)
 _ON_TIME_WALL_S = 0.003  # a wait that overran by more than this (wall) means the host, not the sensor, was late
 
 

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from rig.remote_commands import make_command
-from rig.telemetry import MqttSettings, broker_problem, connection, mqtt_client
+from rig.remote.commands import make_command
+from rig.remote.telemetry import MqttSettings, broker_problem, connection, mqtt_client
 
 FIX_ADDRESS = "(--broker HOST:PORT)"
 FIX_LOGIN = "check --username and --password (or $RIG_MQTT_PASSWORD)"

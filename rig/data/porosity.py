@@ -319,7 +319,7 @@ class LiveDepositEstimator:
     experiment time over the whole history (decimated to a few hundred points: ~25 ms, under 5 % of the loop
     even at 500× speed), so the value shown sharpens as the charge grows; before enough charge has passed the
     deposit is None. Before the first strip, growth and creep are nearly collinear: the live value is a
-    preview, the whole-run fit (`rig.analysis`) is the estimate.
+    preview, the whole-run fit (`rig.data.analysis`) is the estimate.
     """
 
     def __init__(self, *, area_cm2: float, refit_every_s: float = 300.0, max_points: int = 4000) -> None:

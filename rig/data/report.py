@@ -5,12 +5,12 @@ A run's report (in `RUN_DIR/report/`):
 - `voltage_capacity.png`: voltage against areal capacity for each plate and strip;
 - `ce.png`: coulombic efficiency per cycle;
 - `thickness.png`: operando deposit thickness against net charge (press position corrected for compliance and
-  creep; `rig.porosity`), with the dense-Na line and the fitted apparent porosity;
+  creep; `rig.data.porosity`), with the dense-Na line and the fitted apparent porosity;
 - `report.md`: outcome, CE table, deposit, alarms, pauses and resumes, the figures.
 
 Every time is test time from the start of the run (the experiment clock starts at 0 when `rig run` starts the run
 and a resumed run continues it): the figures, `report.md`, the BDF export and `rig show` give the same numbers.
-Every porosity is printed through `rig.analysis.PorosityVerdict` (a value within 0–100 % or "not resolved: why").
+Every porosity is printed through `rig.data.analysis.PorosityVerdict` (a value within 0–100 % or "not resolved: why").
 
 A campaign's report: ICE against pressure per electrolyte (the analogue of the paper's Fig. 1a/b) with the
 paper's optima marked; simulated values are labelled as the simulator's model.
@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 from protocols.errors import ProtocolError
 from protocols.plan import Plan, PlannedPlate, PlannedPressure, PlannedStrip
 from protocols.validate import validate_protocol
-from rig.analysis import (
+from rig.cli.run_cmd import electrolyte_key
+from rig.cli.validate_cmd import recorded_run_limits
+from rig.data.analysis import (
     DepositAnalysis,
     DepositAssessment,
     PorosityVerdict,
@@ -41,12 +43,10 @@ from rig.analysis import (
     step_kinds,
     step_traces,
 )
-from rig.export import monotonic_test_time
-from rig.porosity import C_PER_MAH, NA_DENSE_UM_PER_MAH_CM2, DriftUncertainty
-from rig.run_cmd import electrolyte_key
-from rig.run_index import read_entry
-from rig.store import FLAG_PAUSED, Sample, is_simulated_run, read_events, read_meta, read_samples
-from rig.validate_cmd import recorded_run_limits
+from rig.data.export import monotonic_test_time
+from rig.data.porosity import C_PER_MAH, NA_DENSE_UM_PER_MAH_CM2, DriftUncertainty
+from rig.data.run_index import read_entry
+from rig.data.store import FLAG_PAUSED, Sample, is_simulated_run, read_events, read_meta, read_samples
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -539,7 +539,7 @@ class CampaignPoint:
     electrolyte: str
     pressure_kpa: float
     ice: float | None
-    porosity: float | None  # only a value that may be printed (rig.analysis.PorosityVerdict)
+    porosity: float | None  # only a value that may be printed (rig.data.analysis.PorosityVerdict)
     state: str
     simulated: bool
     condition: str = ""  # the first plate: "0.5 mA/cm², 1 mAh/cm²"

@@ -28,21 +28,21 @@ from protocols.errors import ProtocolError
 from protocols.plan import Plan
 from protocols.validate import validate_protocol
 from rig import simulator
+from rig.cli.display import Display
+from rig.cli.validate_cmd import default_limits, limits_from_config, read_protocol_file
 from rig.clock import ExperimentClock, unix_now
 from rig.config import ConfigError, RigConfig, RigEnvironment, load_config
+from rig.control.controller import ControllerSettings, PressureController
+from rig.data.json_log import JsonLog
+from rig.data.paths import resolve_runs_root
+from rig.data.store import RunStore, read_events, read_last_sample, read_meta, read_progress
 from rig.device_lock import RigLock, RigLocked, lock_rig, rig_lock_keys
 from rig.devices import build_devices
-from rig.display import Display
-from rig.engine import ResumePoint, RunEngine, RunResult, RunState
-from rig.json_log import JsonLog
-from rig.operator_socket import OperatorSocket, SocketBusy, default_socket
-from rig.paths import resolve_runs_root
-from rig.pressure_controller import ControllerSettings, PressureController
-from rig.run_telemetry import Handler, run_snapshot, run_telemetry
+from rig.remote.operator_socket import OperatorSocket, SocketBusy, default_socket
+from rig.remote.run_telemetry import Handler, run_snapshot, run_telemetry
+from rig.run.engine import ResumePoint, RunEngine, RunResult, RunState
+from rig.run.supervisor import SupervisorSettings
 from rig.sd_notify import notify, watchdog_interval_s
-from rig.store import RunStore, read_events, read_last_sample, read_meta, read_progress
-from rig.supervisor import SupervisorSettings
-from rig.validate_cmd import default_limits, limits_from_config, read_protocol_file
 
 EXIT_INVALID = 2
 EXIT_FAILED = 1

@@ -17,7 +17,7 @@ from typing import Any
 
 from rig.clock import unix_now
 from rig.config import RigConfig
-from rig.telemetry import MqttSettings, TelemetryLink
+from rig.remote.telemetry import MqttSettings, TelemetryLink
 
 Snapshot = Callable[[], dict[str, Any]]
 Handler = Callable[[], Awaitable[dict[str, Any]]]

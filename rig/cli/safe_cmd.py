@@ -10,8 +10,8 @@ stop that), then:
    since that record, in experiment time) and records an event `safe` in the run's store with it; a later
    `rig resume RUN` counts that charge in the step;
 3. press: holds it where it is (a move in progress is stopped), or with `--release` takes over the loaded stack
-   and releases it to zero force through the pressure controller (rig.release: bounded in time; invalid load-cell
-   data never moves the press).
+   and releases it to zero force through the pressure controller (rig.control.release: bounded in time; invalid
+   load-cell data never moves the press).
 It never starts or resumes a run.
 """
 
@@ -30,11 +30,11 @@ from rich.console import Console
 from drivers.errors import DeviceError
 from rig.clock import ExperimentClock, unix_now
 from rig.config import ConfigError, RigConfig, load_config
+from rig.control.controller import PressureController
+from rig.control.release import ReleaseAbandoned, release_bounded
+from rig.data.store import RunStore, read_last_sample
 from rig.device_lock import RigLocked, lock_rig
 from rig.devices import RigDevices, build_devices
-from rig.pressure_controller import PressureController
-from rig.release import ReleaseAbandoned, release_bounded
-from rig.store import RunStore, read_last_sample
 
 
 @dataclass

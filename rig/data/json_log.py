@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.clock import unix_now
-from rig.engine import Progress
+from rig.run.engine import Progress
 
 
 class JsonLog:

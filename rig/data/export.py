@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 import rig
-from rig.store import (
+from rig.data.store import (
     FLAG_ENDED,
     FLAG_PAUSED,
     FLAG_RESUMED,
@@ -64,7 +64,7 @@ PROJECT_COLUMNS: dict[str, str] = {
     "Stack Stiffness / N/um": "series stiffness of frame, spring and stack, estimated online by the controller",
     "Deposit Thickness / um": (
         "operando deposit thickness estimated live from the press position corrected for compliance and creep "
-        "(rig.porosity); empty before enough charge has passed"
+        "(rig.data.porosity); empty before enough charge has passed"
     ),
     "Step Charge / C": "charge passed in the current plate/strip step (magnitude)",
     "Flags / 1": "bit field: 1 stale load cell, 2 suspended, 4 first sample after a resume, 8 paused",

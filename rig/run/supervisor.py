@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from rig.pressure_controller import STALE_REASON, ControllerMode, ControlSample, PressureController
+from rig.control.controller import STALE_REASON, ControllerMode, ControlSample, PressureController
 
 __all__ = ["Supervised", "Supervisor", "SupervisorSettings"]
 
@@ -216,7 +216,7 @@ class Supervisor:
         if not sample.usable:
             # the controller's own freshness rules rejected the reading (stale, silent, invalid, frozen)
             # the controller applied the 2-period rule itself (its timer fires up to a tenth early to cover its own
-            # latency); the wall-time floor (raised for heavily accelerated simulation, rig.run_cmd) still holds
+            # latency); the wall-time floor (raised for heavily accelerated simulation, rig.cli.run_cmd) still holds
             flagged = sample.reason.startswith(STALE_REASON)
             age = now - (self._last_usable_t or now)
             limit = 0.9 * self.s.min_stale_wall_s * self._clock.speed if flagged else self._stale_after_s()

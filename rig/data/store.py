@@ -50,7 +50,7 @@ class Sample:
     cycle: int
     charge_c: float
     flags: int = 0
-    deposit_um: float | None = None  # operando deposit thickness estimate (rig.porosity), None before plating
+    deposit_um: float | None = None  # operando deposit thickness estimate (rig.data.porosity), None before plating
     stiffness_n_per_um: float | None = None  # the controller's online stack stiffness estimate
 
 

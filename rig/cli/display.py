@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from rig.engine import Progress
+from rig.run.engine import Progress
 
 
 def fmt_s(seconds: float) -> str:

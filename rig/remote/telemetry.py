@@ -12,7 +12,7 @@ while handling it is replied to with a reason and recorded, and the next message
 
 Topics, under `<prefix>/<rig id>/`:
 - `status` (retained; the last will says `offline`), `telemetry` (a few times a second), `events`;
-- `command` (in: pause, resume, abort, ack only; see `rig.remote_commands`), `command/reply` (out).
+- `command` (in: pause, resume, abort, ack only; see `rig.remote.commands`), `command/reply` (out).
 Payloads are JSON with `schema` and units in the field names.
 """
 
@@ -35,7 +35,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from rig.clock import unix_now
-from rig.remote_commands import SCHEMA_VERSION, CommandChecker
+from rig.remote.commands import SCHEMA_VERSION, CommandChecker
 
 Handler = Callable[[], Awaitable[dict[str, Any]]]
 EventSink = Callable[[str, str, dict[str, Any]], None]

@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
+from rig.data.store import StoreError, StoreOverview, is_simulated_run, read_overview
 from rig.device_lock import run_locks
-from rig.store import StoreError, StoreOverview, is_simulated_run, read_overview
 
 __all__ = ["ENGAGE_WITHIN_S", "LIVE_WITHIN_S", "RunEntry", "find_run_folders", "list_runs", "read_entry"]
 
@@ -287,7 +287,7 @@ def _opt_float(v: Any) -> float | None:
 
 def _resumable(folder: Path, ov: StoreOverview) -> tuple[bool, str]:
     """Whether `rig resume FOLDER` can continue the run (as far as the folder tells), and why not."""
-    from rig.run_cmd import MAX_AUTO_RESUMES  # the resume cap lives with `rig resume`; imported only when needed
+    from rig.cli.run_cmd import MAX_AUTO_RESUMES  # the resume cap lives with `rig resume`; imported only when needed
 
     if ov.progress is None:
         return False, "killed before its first step: nothing to resume"

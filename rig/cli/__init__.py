@@ -1,0 +1,1 @@
+"""The `rig` command line: one module per command group; `app` holds the Typer application (`rig.cli.app:app`)."""
